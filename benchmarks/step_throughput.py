@@ -1,0 +1,97 @@
+"""Images/s of a DRMM training step against the supervised (DCN) step of the same network.
+
+Both steps run in one process, interleaved in rounds, on the same random batch, so machine
+noise hits both alike. Prints the figures and writes JSON.
+
+    python benchmarks/step_throughput.py --arch conv_small --batch 100 --out results/step_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from drmm.config import preset
+from drmm.model import DRMM
+from drmm.train import make_optimizer, step_terms
+
+SIZES = {"conv_small": (1, 28), "conv_large": (3, 32), "conv_tiny": (1, 12)}
+
+
+def time_steps(model, cfg, opt, sched, batch, steps: int) -> float:
+    """Seconds per optimisation step, averaged over `steps` steps."""
+    x_lab, y_lab, x_unl = batch
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        terms = step_terms(model, cfg, x_lab, y_lab, x_unl)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        sched.step()
+    if x_lab.is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def main(args) -> dict:
+    device = torch.device(args.device)
+    channels, size = SIZES[args.arch]
+    cfg = preset("mnist")
+    cfg.model.arch, cfg.model.in_channels, cfg.model.image_size = args.arch, channels, size
+    torch.manual_seed(0)
+    half = args.batch // 2
+    x = torch.rand(args.batch, channels, size, size, device=device)  # (B, C, H, W)
+    y = torch.randint(0, 10, (args.batch,), device=device)  # (B,)
+    # The supervised step takes all B images with labels; the DRMM step B/2 labeled + B/2 not.
+    batches = {"supervised": (x, y, None), "drmm": (x[:half], y[:half], x[half:])}
+    runs = {}
+    for name, supervised in (("supervised", True), ("drmm", False)):
+        cfg.train.supervised_only = supervised
+        model = DRMM(cfg.model).to(device)
+        opt, sched = make_optimizer(model, cfg, 10**6)
+        time_steps(model, cfg, opt, sched, batches[name], args.warmup)
+        runs[name] = (model, opt, sched, supervised)
+    seconds = {"supervised": [], "drmm": []}
+    for _ in range(args.rounds):  # interleaved, so both see the same machine state
+        for name, (model, opt, sched, supervised) in runs.items():
+            cfg.train.supervised_only = supervised
+            seconds[name].append(time_steps(model, cfg, opt, sched, batches[name], args.steps))
+    best = {k: min(v) for k, v in seconds.items()}  # least-disturbed round
+    result = {
+        "arch": args.arch,
+        "batch": args.batch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "supervised_images_per_s": args.batch / best["supervised"],
+        "drmm_images_per_s": args.batch / best["drmm"],
+        "ratio_drmm_over_supervised": best["drmm"] / best["supervised"],
+        "seconds_per_step": best,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="conv_small", choices=sorted(SIZES))
+    p.add_argument("--batch", type=int, default=100, help="images per step (half labeled)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts")
+    p.add_argument("--out", help="JSON file to write")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

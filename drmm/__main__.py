@@ -1,0 +1,5 @@
+import sys
+
+from drmm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""Data sets as tensors: images (N, C, H, W) float32, labels (N,) int64.
+
+Small data sets live whole on the training device and are batched by index (no DataLoader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from drmm.data.digits import load_digits_arrays
+from drmm.data.mnist import load_mnist
+from drmm.data.split import labeled_split
+from drmm.errors import DRMMError
+
+__all__ = ["DATASETS", "Dataset", "labeled_split", "load_dataset"]
+
+DATASETS = {"digits": lambda data_dir: load_digits_arrays(), "mnist": load_mnist}
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor  # (M, C, H, W) float32
+    y_test: torch.Tensor  # (M,) int64
+    num_classes: int  # K
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # (C, H, W)
+
+
+def to_tensor_images(x: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
+    t = torch.from_numpy(np.array(x, dtype=np.float32)).div_(255.0)  # a writable copy
+    return t[:, None] if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+def load_dataset(name: str, data_dir=None) -> Dataset:
+    if name not in DATASETS:
+        raise DRMMError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    arrays = DATASETS[name](data_dir)
+    y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
+    y_test = torch.from_numpy(arrays["y_test"].astype(np.int64))
+    return Dataset(
+        name=name,
+        x_train=to_tensor_images(arrays["x_train"]),
+        y_train=y_train,
+        x_test=to_tensor_images(arrays["x_test"]),
+        y_test=y_test,
+        num_classes=int(max(y_train.max(), y_test.max())) + 1,
+    )

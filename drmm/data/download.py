@@ -1,0 +1,88 @@
+"""Find, download and verify data files: checksums, an atomic cache, and local copies.
+
+A file is looked for in the user's --data-dir (in DIR/<set>/ and DIR/), then in the cache
+(~/.cache/drmm/<set>, or $DRMM_CACHE). A download goes to a temporary name in the same folder,
+is checked, and only then renamed: a partial or corrupt download never becomes the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from drmm.errors import DRMMError
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DRMM_CACHE", Path.home() / ".cache" / "drmm"))
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_md5(path: Path, expected: str) -> None:
+    actual = md5sum(path)
+    if actual != expected:
+        raise DRMMError(
+            f"{path}: bad checksum (md5 {actual}, expected {expected}); the file is corrupt or"
+            " truncated: delete it so that it is downloaded again, or replace it with a good copy"
+        )
+
+
+def download(urls: list[str], dest: Path, md5: str) -> Path:
+    """Download the first URL that works to dest, atomically, and verify its md5."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in urls:
+        fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out)
+            if md5sum(Path(tmp)) != md5:
+                raise OSError("checksum mismatch")
+            os.replace(tmp, dest)
+            return dest
+        except OSError as e:  # URLError and HTTPError are OSErrors
+            errors.append(f"{url}: {e}")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    raise DRMMError(
+        f"could not download {dest.name} ({'; '.join(errors)}); download it by hand and pass"
+        " its folder with --data-dir"
+    )
+
+
+def locate(
+    name: str,
+    md5: str,
+    urls: list[str],
+    dataset: str,
+    data_dir: str | Path | None = None,
+    verify: bool = True,
+) -> Path:
+    """Path of a verified copy of file `name` of `dataset`, downloading it if needed."""
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise DRMMError(f"data dir {data_dir} does not exist; pass an existing --data-dir")
+        candidates = [data_dir / dataset / name, data_dir / name]
+    else:
+        candidates = []
+    candidates.append(cache_root() / dataset / name)
+    for path in candidates:
+        if path.is_file():
+            if verify:
+                check_md5(path, md5)
+            return path
+    target_dir = data_dir / dataset if data_dir is not None else cache_root() / dataset
+    return download(urls, target_dir / name, md5)

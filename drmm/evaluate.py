@@ -1,0 +1,61 @@
+"""Test error with BatchNorm running statistics (Appendix A) and reconstruction pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from drmm.model import DRMM
+
+
+@torch.no_grad()
+def test_error(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of misclassified images, in eval mode (running BN statistics)."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        wrong += (model(x[i:i + batch_size]).argmax(dim=1) != y[i:i + batch_size]).sum()
+    model.train(was_training)
+    return wrong.item() / len(x)
+
+
+@torch.no_grad()
+def reconstruct(model: DRMM, x: torch.Tensor) -> torch.Tensor:
+    """I-hat for images x, rendered top-down from the predicted class, in eval mode."""
+    was_training = model.training
+    model.eval()
+    image = model.top_down(model.bottom_up(x)).image  # (B, C, H, W)
+    model.train(was_training)
+    return image
+
+
+def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str]) -> None:
+    """Save rows of images (each (N, C, H, W)) as one PNG, one titled row per tensor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = rows[0].shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0), squeeze=False)
+    for r, (images, title) in enumerate(zip(rows, titles, strict=True)):
+        for i in range(n):
+            img = images[i].detach().float().cpu()  # (C, H, W)
+            img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
+            lo, hi = img.min(), img.max()  # each image stretched to its own range
+            axes[r, i].imshow(((img - lo) / (hi - lo + 1e-8)).numpy(), cmap="gray")
+            axes[r, i].axis("off")
+        axes[r, 0].set_title(title, fontsize=7, loc="left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_reconstructions(model: DRMM, x: torch.Tensor, path: str | Path, n: int = 10) -> None:
+    """Test images (top row) beside their top-down reconstructions (bottom row)."""
+    save_image_grid([x[:n], reconstruct(model, x[:n])], path,
+                    ["test images", "reconstructions I-hat (each image min-max scaled)"])
