@@ -6,15 +6,21 @@ User errors (bad paths, checksums, arguments) print one line and exit with code 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from drmm.errors import DRMMError
 
+# Further subcommands: each module defines register(subparsers), which adds one parser and sets
+# its func; heavy imports stay inside the command functions so `drmm --help` is fast.
+COMMAND_MODULES: list[str] = []
+
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     # Flags default to None so that only the ones given override the preset and --config.
-    p.add_argument("--dataset", default="digits", help="digits (bundled, default) or mnist")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (bundled, default), mnist, or npz:PATH (prepared arrays)")
     p.add_argument("--labels", type=int, help="N_L, labeled images (multiple of the classes)")
     p.add_argument("--epochs", type=int, help="passes over the unlabeled set (preset default)")
     p.add_argument("--seed", type=int, help="seeds the split, init and data order (default 0)")
@@ -105,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -72,6 +72,12 @@ PRESETS: dict[str, dict] = {
         "loss": MNIST_WEIGHTS,
         "train": dict(dataset="mnist", labels=100, epochs=15, lr=0.2, lr_final=1e-4),
     },
+    # Any prepared-arrays file (`--dataset npz:PATH`); channels and size are read off the data.
+    "npz": {
+        "model": dict(arch="conv_small"),
+        "loss": MNIST_WEIGHTS,
+        "train": dict(labels=100, epochs=20, lr=0.2, lr_final=1e-4),
+    },
 }
 
 
@@ -90,10 +96,14 @@ def apply_overrides(cfg: Config, d: dict, source: str) -> None:
 
 
 def preset(dataset: str) -> Config:
-    if dataset not in PRESETS:
-        raise DRMMError(f"unknown dataset {dataset!r}; choose one of {sorted(PRESETS)}")
+    """Defaults for a data set name, or for `npz:PATH`."""
+    key = "npz" if dataset.startswith("npz:") else dataset
+    if key not in PRESETS or key == "npz" and dataset == "npz":
+        names = sorted(k for k in PRESETS if k != "npz")
+        raise DRMMError(f"unknown dataset {dataset!r}; choose one of {names} or npz:PATH")
     cfg = Config()
-    apply_overrides(cfg, PRESETS[dataset], source=f"preset {dataset}")
+    apply_overrides(cfg, PRESETS[key], source=f"preset {key}")
+    cfg.train.dataset = dataset
     return cfg
 
 

@@ -12,6 +12,7 @@ import torch
 
 from drmm.data.digits import load_digits_arrays
 from drmm.data.mnist import load_mnist
+from drmm.data.npz import load_npz
 from drmm.data.split import labeled_split
 from drmm.errors import DRMMError
 
@@ -40,10 +41,17 @@ def to_tensor_images(x: np.ndarray) -> torch.Tensor:
     return t[:, None] if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
-def load_dataset(name: str, data_dir=None) -> Dataset:
+def load_arrays(name: str, data_dir=None) -> dict[str, np.ndarray]:
+    """uint8 image arrays and integer labels of a named data set or of `npz:PATH`."""
+    if name.startswith("npz:"):
+        return load_npz(name[4:])
     if name not in DATASETS:
-        raise DRMMError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    arrays = DATASETS[name](data_dir)
+        raise DRMMError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or npz:PATH")
+    return DATASETS[name](data_dir)
+
+
+def load_dataset(name: str, data_dir=None) -> Dataset:
+    arrays = load_arrays(name, data_dir)
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
     y_test = torch.from_numpy(arrays["y_test"].astype(np.int64))
     return Dataset(
