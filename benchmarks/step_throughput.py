@@ -3,7 +3,8 @@
 Both steps run in one process, interleaved in rounds, on the same random batch, so machine
 noise hits both alike. Prints the figures and writes JSON.
 
-    python benchmarks/step_throughput.py --arch conv_small --batch 100 --out results/step_throughput.json
+    python benchmarks/step_throughput.py --arch conv_small --batch 100 \
+        --out results/step_throughput.json
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ class ModelConfig:
 
 def group_layers(specs: list[LayerSpec]) -> list[tuple[Conv, bool]]:
     """Split a spec list into (conv, followed_by_maxpool) pairs; check the class head."""
-    if len(specs) < 3 or not isinstance(specs[-2], ClassConv) or not isinstance(specs[-1], MeanPool):
+    if len(specs) < 3 or not (isinstance(specs[-2], ClassConv) and isinstance(specs[-1], MeanPool)):
         raise ValueError("an architecture must end with ClassConv(), MeanPool()")
     groups: list[tuple[Conv, bool]] = []
     for spec in specs[:-2]:
@@ -140,8 +140,9 @@ def feature_sizes(specs: list[LayerSpec], image_size: int) -> list[int]:
         size = size + 2 * conv.padding - conv.kernel + 1
         if size < 1:
             raise ValueError(
-                f"input size {image_size} is too small: conv layer {i} ({conv.kernel}x{conv.kernel},"
-                f" {conv.border}) would output {size}x{size}; use a larger image_size"
+                f"input size {image_size} is too small: conv layer {i}"
+                f" ({conv.kernel}x{conv.kernel}, {conv.border}) would output {size}x{size};"
+                " use a larger image_size"
             )
         if pooled:
             if size % 2:
@@ -181,7 +182,9 @@ class Switches:
 
 
 class DRMMLayer(nn.Module):
-    def __init__(self, in_channels: int, spec: Conv, pooled: bool, bn_eps: float, bn_momentum: float):
+    def __init__(
+        self, in_channels: int, spec: Conv, pooled: bool, bn_eps: float, bn_momentum: float
+    ):
         super().__init__()
         self.padding = spec.padding
         self.pooled = pooled
@@ -212,7 +215,8 @@ class DRMMLayer(nn.Module):
             z = F.max_unpool2d(z, s.t, 2, output_size=s.a.shape[-2:])  # (B, C, H, W)
         z = z * s.a  # (B, C, H, W) keep the paths whose ReLU was on
         # conv_transpose2d with the same weight and padding is the adjoint of conv2d (stride 1).
-        return F.conv_transpose2d(z, self.conv.weight, padding=self.padding)  # (B, C_in, H_in, W_in)
+        z = F.conv_transpose2d(z, self.conv.weight, padding=self.padding)  # (B, C_in, H_in, W_in)
+        return z
 
 
 # ----------------------------------------------------------------------------------------------

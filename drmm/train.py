@@ -120,7 +120,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                             " resume with the run's own settings or start a new --out")
     device = torch.device(t.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DRMMError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+        raise DRMMError("--device cuda asked for, but no CUDA device is available;"
+                        " use --device cpu")
     torch.manual_seed(t.seed)
     model = DRMM(cfg.model).to(device)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)  # whole set on device

@@ -25,7 +25,8 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DRMMError(f"{path}: not a readable .npz file ({e}); re-create or re-download it") from e
+        raise DRMMError(f"{path}: not a readable .npz file ({e});"
+                        " re-create or re-download it") from e
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise DRMMError(f"{path}: missing keys {missing}; an npz data set needs {list(REQUIRED)}")
