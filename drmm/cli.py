@@ -14,7 +14,7 @@ from drmm.errors import DRMMError
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func; heavy imports stay inside the command functions so `drmm --help` is fast.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["drmm.synthetic.cli", "drmm.analysis.cli", "drmm.sample"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:

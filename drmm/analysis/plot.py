@@ -1,0 +1,45 @@
+"""The decoding figure, drawn like the paper's Figure 4: one panel per latent, the decoding
+error against the layer, one line per model, random chance as a dashed line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drmm.checkpoint import atomic_write
+
+
+def plot_decoding(rows: list[dict], path: str | Path) -> None:
+    """rows: the decoding.csv rows (model, layer, latent, error, chance, layer_name)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    latents = list(dict.fromkeys(r["latent"] for r in rows))  # in first-seen order
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    cols = min(4, len(latents))
+    n_rows = -(-len(latents) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.8 * n_rows), squeeze=False)
+    for ax in axes.flat[len(latents):]:
+        ax.axis("off")
+    for ax, latent in zip(axes.flat, latents, strict=False):
+        mine = [r for r in rows if r["latent"] == latent]
+        for model in models:
+            pts = sorted((r["layer"], r["error"]) for r in mine if r["model"] == model)
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3,
+                    label=model)
+        chance = sum(r["chance"] for r in mine) / len(mine)
+        ax.axhline(100 * chance, color="gray", linestyle="--", linewidth=1, label="chance")
+        names = {r["layer"]: r["layer_name"] for r in mine}  # the first model's, if they differ
+        ax.set_xticks(sorted(names))
+        ax.set_xticklabels([names[k] for k in sorted(names)], rotation=60, fontsize=7)
+        ax.set_title(latent, fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("decoding error (%)", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower right", fontsize=8, frameon=False)
+    fig.suptitle("Linear decoding of the latents from each layer (10 PCs, 10 bins)", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
