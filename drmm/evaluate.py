@@ -39,7 +39,8 @@ def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str
     import matplotlib.pyplot as plt
 
     n = rows[0].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 1.0, len(rows) * 1.25), squeeze=False,
+                             gridspec_kw=dict(wspace=0.05, hspace=0.35))
     for r, (images, title) in enumerate(zip(rows, titles, strict=True)):
         for i in range(n):
             img = images[i].detach().float().cpu()  # (C, H, W)
@@ -47,8 +48,7 @@ def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str
             lo, hi = img.min(), img.max()  # each image stretched to its own range
             axes[r, i].imshow(((img - lo) / (hi - lo + 1e-8)).numpy(), cmap="gray")
             axes[r, i].axis("off")
-        axes[r, 0].set_title(title, fontsize=7, loc="left")
-    fig.tight_layout()
+        axes[r, 0].set_title(title, fontsize=8, loc="left")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -1,0 +1,81 @@
+"""torchrun with 2 CPU processes (gloo) against single-process training on the same global batch.
+
+Each rank takes its shard of both halves of the global batch, and DistributedDataParallel
+averages the gradients, so the only difference from one process is BatchNorm: each rank
+normalises its shard with its own batch statistics. The single-process reference below does
+the same (the bottom-up pass of each shard separately, the losses averaged over shards), so the
+parameters must agree to float32 round-off.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from drmm.config import Config, preset
+from drmm.data import load_dataset
+from drmm.model import DRMM
+from drmm.train import epoch_order, make_optimizer, prepare, step_terms
+
+WORLD = 2
+ARGS = ["--arch", "conv_tiny", "--labels", "8", "--batch-size", "16", "--epochs", "1",
+        "--seed", "3", "--lr", "0.05", "--lr-final", "0.01", "--quiet"]
+
+
+def fabricated_npz(path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 40, size=(96, 12, 12), dtype=np.uint8)
+    y = np.arange(96) % 2
+    x[y == 0, 2:6, 2:6] += 200
+    x[y == 1, 6:10, 6:10] += 200
+    np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+
+
+def reference_parameters(npz: str) -> dict[str, torch.Tensor]:
+    """One process, the same global batches, BatchNorm statistics per rank-sized shard."""
+    cfg = preset(f"npz:{npz}")
+    cfg.model.arch = "conv_tiny"
+    cfg.train.labels, cfg.train.batch_size, cfg.train.epochs, cfg.train.seed = 8, 16, 1, 3
+    cfg.train.lr, cfg.train.lr_final = 0.05, 0.01
+    data, labeled = prepare(cfg, load_dataset(cfg.train.dataset))
+    torch.manual_seed(cfg.train.seed)
+    model = DRMM(cfg.model)
+    half, n = cfg.train.batch_size // 2, len(data.x_train)
+    opt, sched = make_optimizer(model, cfg, n // half)
+    lab_order, unl_order = epoch_order(torch.from_numpy(labeled), n,
+                                       torch.Generator().manual_seed(cfg.train.seed))
+    shard = half // WORLD
+    for step in range(n // half):
+        opt.zero_grad()
+        for r in range(WORLD):
+            il = lab_order[step * half + r * shard:][:shard]
+            iu = unl_order[step * half + r * shard:][:shard]
+            terms = step_terms(model, cfg, data.x_train[il], data.y_train[il], data.x_train[iu])
+            (terms["loss"] / WORLD).backward()
+        opt.step()
+        sched.step()
+    return dict(model.named_parameters())
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
+    npz = str(tmp_path / "data.npz")
+    fabricated_npz(npz)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
+         "--standalone", "-m", "drmm", "train", "--dataset", f"npz:{npz}",
+         "--out", str(out), *ARGS],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert Config.from_dict(state["config"]).train.batch_size == 16  # the global batch
+    expected = reference_parameters(npz)
+    for name, p in expected.items():
+        assert torch.allclose(state["model"][name], p.detach(), rtol=1e-4, atol=1e-5), name
+    assert (out / "metrics.json").is_file()
+    assert not list(tmp_path.glob("ddp/*.tmp"))  # rank 0 alone wrote, atomically
