@@ -66,7 +66,7 @@ def phase_times(model, cfg, opt, batch, steps: int) -> dict[str, float]:
         mark()
         opt.step()
         mark()
-        for name, t0, t1 in zip(totals, marks, marks[1:], strict=True):
+        for name, t0, t1 in zip(totals, marks[:-1], marks[1:], strict=True):
             totals[name] += (t1 - t0) / steps
     return totals
 
@@ -81,30 +81,43 @@ def main(args) -> dict:
     x = torch.rand(args.batch, channels, size, size, device=device)  # (B, C, H, W)
     y = torch.randint(0, 10, (args.batch,), device=device)  # (B,)
     # The supervised step takes all B images with labels; the DRMM step B/2 labeled + B/2 not.
-    batches = {"supervised": (x, y, None), "drmm": (x[:half], y[:half], x[half:])}
+    # variant name -> (supervised step?, channels_last?, bf16 autocast?)
+    variants = {"supervised": (True, False, False), "drmm": (False, False, False)}
+    if args.channels_last:
+        variants |= {"supervised_channels_last": (True, True, False),
+                     "drmm_channels_last": (False, True, False)}
+    if args.bf16:
+        variants |= {"supervised_bf16": (True, False, True), "drmm_bf16": (False, False, True)}
     runs = {}
-    for name, supervised in (("supervised", True), ("drmm", False)):
-        cfg.train.supervised_only = supervised
-        model = DRMM(cfg.model).to(device)
+    for name, (supervised, channels_last, bf16) in variants.items():
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        xv = x.contiguous(memory_format=fmt)
+        batch = (xv, y, None) if supervised else (xv[:half], y[:half], xv[half:])
+        model = DRMM(cfg.model).to(device, memory_format=fmt)
         opt, sched = make_optimizer(model, cfg, 10**6)
-        time_steps(model, cfg, opt, sched, batches[name], args.warmup)
-        runs[name] = (model, opt, sched, supervised)
-    seconds = {"supervised": [], "drmm": []}
-    for _ in range(args.rounds):  # interleaved, so both see the same machine state
-        for name, (model, opt, sched, supervised) in runs.items():
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        runs[name] = (model, opt, sched, supervised, batch, autocast)
+        cfg.train.supervised_only = supervised
+        with autocast:
+            time_steps(model, cfg, opt, sched, batch, args.warmup)
+    seconds = {name: [] for name in runs}
+    for _ in range(args.rounds):  # interleaved, so all see the same machine state
+        for name, (model, opt, sched, supervised, batch, autocast) in runs.items():
             cfg.train.supervised_only = supervised
-            seconds[name].append(time_steps(model, cfg, opt, sched, batches[name], args.steps))
+            with autocast:
+                seconds[name].append(time_steps(model, cfg, opt, sched, batch, args.steps))
     best = {k: min(v) for k, v in seconds.items()}  # least-disturbed round
-    model, opt, _, _ = runs["drmm"]
+    model, opt, _, _, batch, _ = runs["drmm"]
     cfg.train.supervised_only = False
-    breakdown = phase_times(model, cfg, opt, batches["drmm"], args.steps)
+    breakdown = phase_times(model, cfg, opt, batch, args.steps)
     result = {
         "arch": args.arch,
         "batch": args.batch,
-        "device": str(device),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "images_per_s": {k: args.batch / v for k, v in best.items()},
         "supervised_images_per_s": args.batch / best["supervised"],
         "drmm_images_per_s": args.batch / best["drmm"],
         "ratio_drmm_over_supervised": best["drmm"] / best["supervised"],
@@ -126,6 +139,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
     p.add_argument("--steps", type=int, default=10, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts")
+    p.add_argument("--channels-last", action="store_true", help="also time channels_last")
+    p.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
     p.add_argument("--out", help="JSON file to write")
     return p.parse_args(argv)
 
