@@ -14,13 +14,15 @@ from drmm.errors import DRMMError
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func; heavy imports stay inside the command functions so `drmm --help` is fast.
-COMMAND_MODULES: list[str] = ["drmm.synthetic.cli", "drmm.analysis.cli", "drmm.sample"]
+COMMAND_MODULES: list[str] = ["drmm.reproduce", "drmm.synthetic.cli", "drmm.analysis.cli",
+                               "drmm.sample"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     # Flags default to None so that only the ones given override the preset and --config.
     p.add_argument("--dataset", default="digits",
-                   help="digits (bundled, default), mnist, or npz:PATH (prepared arrays)")
+                   help="digits (bundled, default), mnist, svhn, cifar10, or npz:PATH"
+                        " (prepared arrays)")
     p.add_argument("--labels", type=int, help="N_L, labeled images (multiple of the classes)")
     p.add_argument("--epochs", type=int, help="passes over the unlabeled set (preset default)")
     p.add_argument("--seed", type=int, help="seeds the split, init and data order (default 0)")
@@ -36,6 +38,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-mode", choices=["entropy", "eq7"], help="sign of L_KL (default entropy)")
     p.add_argument("--unsup-on", choices=["unlabeled", "all"], help="images for RC/KL/NN")
     p.add_argument("--bn-mode", choices=["separate", "joint"], help="BN statistics per half?")
+    p.add_argument("--preprocess", choices=["none", "standardize", "zca"],
+                   help="input transform fitted on the training images (docs/datasets.md)")
     p.add_argument("--supervised-only", action="store_true", help="DCN baseline, labels only")
     p.add_argument("--no-kl", action="store_true", help="ablation: alpha_KL = 0")
     p.add_argument("--no-nn", action="store_true", help="ablation: alpha_NN = 0")
@@ -57,7 +61,7 @@ def config_from_args(args):
         "train": dict(labels=args.labels, epochs=args.epochs, seed=args.seed,
                       data_dir=args.data_dir, device=args.device, optimizer=args.optimizer,
                       lr=args.lr, lr_final=args.lr_final, batch_size=args.batch_size,
-                      bn_mode=args.bn_mode),
+                      bn_mode=args.bn_mode, preprocess=args.preprocess),
         "loss": dict(kl_mode=args.kl_mode, unsup_on=args.unsup_on),
         "model": dict(arch=args.arch),
     }
@@ -89,7 +93,9 @@ def cmd_eval(args) -> int:
 
     state = load_checkpoint(args.checkpoint)
     cfg = Config.from_dict(state["config"])
-    data = load_dataset(args.dataset or cfg.train.dataset, args.data_dir)
+    # The model was trained on inputs transformed this way (statistics of the training images).
+    data = load_dataset(args.dataset or cfg.train.dataset, args.data_dir,
+                        preprocess=cfg.train.preprocess)
     model = DRMM(cfg.model)
     model.load_state_dict(state["model"])
     model.check_input(data.x_test[:1])

@@ -94,7 +94,8 @@ def prepare(cfg: Config, data: Dataset | None = None):
     """Load the data, check it against the model, choose the labeled split."""
     validate(cfg)
     t = cfg.train
-    data = data if data is not None else load_dataset(t.dataset, t.data_dir)
+    data = data if data is not None else load_dataset(t.dataset, t.data_dir,
+                                                      preprocess=t.preprocess)
     c, h, w = data.image_shape
     if h != w:
         raise DRMMError(f"images are {h}x{w}; only square images are supported")

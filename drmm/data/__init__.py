@@ -10,25 +10,30 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from drmm.data.cifar10 import load_cifar10
 from drmm.data.digits import load_digits_arrays
 from drmm.data.mnist import load_mnist
 from drmm.data.npz import load_npz
+from drmm.data.preprocess import PREPROCESS, apply_preprocess
 from drmm.data.split import labeled_split
+from drmm.data.svhn import load_svhn
 from drmm.errors import DRMMError
 
 __all__ = ["DATASETS", "Dataset", "labeled_split", "load_dataset"]
 
-DATASETS = {"digits": lambda data_dir: load_digits_arrays(), "mnist": load_mnist}
+DATASETS = {"digits": lambda data_dir: load_digits_arrays(), "mnist": load_mnist,
+            "svhn": load_svhn, "cifar10": load_cifar10}
 
 
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    x_train: torch.Tensor  # (N, C, H, W) float32: in [0, 1], or as `preprocess` left it
     y_train: torch.Tensor  # (N,) int64
     x_test: torch.Tensor  # (M, C, H, W) float32
     y_test: torch.Tensor  # (M,) int64
     num_classes: int  # K
+    preprocess: str = "none"  # the transform applied (drmm.data.preprocess)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -50,15 +55,21 @@ def load_arrays(name: str, data_dir=None) -> dict[str, np.ndarray]:
     return DATASETS[name](data_dir)
 
 
-def load_dataset(name: str, data_dir=None) -> Dataset:
+def load_dataset(name: str, data_dir=None, preprocess: str = "none") -> Dataset:
+    """The data set as tensors; `preprocess` (one of PREPROCESS) is fitted on x_train only."""
+    if preprocess not in PREPROCESS:  # before any download or file read
+        raise DRMMError(f"preprocess {preprocess!r} unknown; use one of {list(PREPROCESS)}")
     arrays = load_arrays(name, data_dir)
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
     y_test = torch.from_numpy(arrays["y_test"].astype(np.int64))
+    x_train, x_test = apply_preprocess(to_tensor_images(arrays["x_train"]),
+                                       to_tensor_images(arrays["x_test"]), preprocess)
     return Dataset(
         name=name,
-        x_train=to_tensor_images(arrays["x_train"]),
+        x_train=x_train,
         y_train=y_train,
-        x_test=to_tensor_images(arrays["x_test"]),
+        x_test=x_test,
         y_test=y_test,
         num_classes=int(max(y_train.max(), y_test.max())) + 1,
+        preprocess=preprocess,
     )
