@@ -20,20 +20,22 @@ COMMAND_MODULES: list[str] = ["drmm.reproduce", "drmm.synthetic.cli", "drmm.anal
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     # Flags default to None so that only the ones given override the preset and --config.
-    p.add_argument("--dataset", default="digits",
+    p.add_argument("--dataset",
                    help="digits (bundled, default), mnist, svhn, cifar10, or npz:PATH"
                         " (prepared arrays)")
     p.add_argument("--labels", type=int, help="N_L, labeled images (multiple of the classes)")
     p.add_argument("--epochs", type=int, help="passes over the unlabeled set (preset default)")
     p.add_argument("--seed", type=int, help="seeds the split, init and data order (default 0)")
     p.add_argument("--data-dir", help="folder with local copies of the data / download target")
-    p.add_argument("--out", required=True, help="run folder for checkpoint, metrics, pictures")
+    p.add_argument("--out", help="run folder for checkpoint, metrics, pictures (required unless"
+                   " --resume RUN_DIR)")
     p.add_argument("--device", help="cpu (default), cuda or cuda:N")
     p.add_argument("--config", help="YAML file with model/loss/train sections")
     p.add_argument("--arch", help="architecture: conv_small, conv_large, conv_tiny")
     p.add_argument("--optimizer", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--lr-final", type=float, help="learning rate at the last step")
+    p.add_argument("--schedule", choices=["exp", "cosine"], help="learning-rate decay")
     p.add_argument("--batch-size", type=int, help="images per step, half labeled (default 100)")
     p.add_argument("--kl-mode", choices=["entropy", "eq7"], help="sign of L_KL (default entropy)")
     p.add_argument("--unsup-on", choices=["unlabeled", "all"], help="images for RC/KL/NN")
@@ -44,24 +46,42 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-kl", action="store_true", help="ablation: alpha_KL = 0")
     p.add_argument("--no-nn", action="store_true", help="ablation: alpha_NN = 0")
     p.add_argument("--no-rc", action="store_true", help="ablation: alpha_RC = 0")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or in --out) from its checkpoint, with its"
+                   " own config; flags given override it (only --epochs, --device and the like"
+                   " may change without --force-resume)")
+    p.add_argument("--force-resume", action="store_true",
+                   help="with --resume: continue even though the settings changed (lists them)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast (CUDA)")
+    p.add_argument("--sync-bn", action="store_true", help="torchrun: SyncBatchNorm (CUDA)")
+    p.add_argument("--checkpoint-every", type=int, metavar="K",
+                   help="also checkpoint every K steps inside an epoch (default: epoch ends)")
+    p.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip (and count) batches with a NaN/inf loss instead of stopping")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not md5-check cached data files when reading them (downloads are"
+                   " always checked)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def config_from_args(args):
-    """Preset for the dataset < --config YAML < explicit flags."""
+def config_from_args(args, base=None):
+    """Preset for the dataset (or `base`, a resumed run's config) < --config YAML < flags."""
     from drmm.config import apply_overrides, load_yaml, preset
 
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise DRMMError(f"--data-dir {args.data_dir} does not exist; pass an existing folder")
-    cfg = preset(args.dataset)
+    cfg = base if base is not None else preset(args.dataset or "digits")
+    if base is not None and args.dataset is not None:
+        cfg.train.dataset = args.dataset
     if args.config:
         apply_overrides(cfg, load_yaml(args.config), source=args.config)
     flags = {
         "train": dict(labels=args.labels, epochs=args.epochs, seed=args.seed,
                       data_dir=args.data_dir, device=args.device, optimizer=args.optimizer,
-                      lr=args.lr, lr_final=args.lr_final, batch_size=args.batch_size,
-                      bn_mode=args.bn_mode, preprocess=args.preprocess),
+                      lr=args.lr, lr_final=args.lr_final, schedule=args.schedule,
+                      batch_size=args.batch_size,
+                      bn_mode=args.bn_mode, preprocess=args.preprocess,
+                      checkpoint_every=args.checkpoint_every, precision=args.precision),
         "loss": dict(kl_mode=args.kl_mode, unsup_on=args.unsup_on),
         "model": dict(arch=args.arch),
     }
@@ -69,6 +89,12 @@ def config_from_args(args):
                           for s, d in flags.items()}, source="command line")
     if args.supervised_only:
         cfg.train.supervised_only = True
+    if args.sync_bn:
+        cfg.train.sync_bn = True
+    if args.skip_nonfinite:
+        cfg.train.skip_nonfinite = True
+    if args.no_verify:
+        cfg.train.verify = False
     for flag, key in (("no_kl", "alpha_kl"), ("no_nn", "alpha_nn"), ("no_rc", "alpha_rc")):
         if getattr(args, flag):
             setattr(cfg.loss, key, 0.0)
@@ -76,29 +102,60 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from drmm.train import train
+    from drmm.config import Config
+    from drmm.train import CHECKPOINT, load_run_state, train
 
-    metrics = train(config_from_args(args), args.out, resume=args.resume, progress=not args.quiet)
+    out = args.out
+    if isinstance(args.resume, str):  # --resume RUN_DIR
+        if out is not None and Path(out).resolve() != Path(args.resume).resolve():
+            raise DRMMError(f"--resume {args.resume} and --out {out} name different folders;"
+                            " give --resume RUN_DIR alone")
+        out = args.resume
+    if out is None:
+        raise DRMMError("no run folder: pass --out RUN_DIR (or --resume RUN_DIR to continue one)")
+    if args.force_resume and not args.resume:
+        raise DRMMError("--force-resume only applies with --resume RUN_DIR")
+    base = None
+    if args.resume:  # the run's own config; flags given on top are checked by train()
+        base = Config.from_dict(load_run_state(Path(out) / CHECKPOINT)["config"])
+    metrics = train(config_from_args(args, base), out, resume=bool(args.resume),
+                    progress=not args.quiet, force_resume=args.force_resume)
     print(f"test error {100 * metrics['test_error']:.2f} % after {metrics['epochs']} epochs"
-          f" ({metrics['labels']} labels, seed {metrics['seed']}); run saved in {args.out}")
+          f" ({metrics['labels']} labels, seed {metrics['seed']}); run saved in {out}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    from drmm.checkpoint import load_checkpoint
+    import torch
+
+    from drmm.checkpoint import first_line, load_checkpoint
     from drmm.config import Config
     from drmm.data import load_dataset
     from drmm.evaluate import test_error
     from drmm.model import DRMM
 
     state = load_checkpoint(args.checkpoint)
+    if not {"config", "model"} <= state.keys():
+        raise DRMMError(f"{args.checkpoint} is not a drmm checkpoint (no config or model);"
+                        " pass the checkpoint.pt of a drmm run")
     cfg = Config.from_dict(state["config"])
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DRMMError("--device cuda asked for, but no CUDA device is available;"
+                        " use --device cpu")
     # The model was trained on inputs transformed this way (statistics of the training images).
     data = load_dataset(args.dataset or cfg.train.dataset, args.data_dir,
-                        preprocess=cfg.train.preprocess)
-    model = DRMM(cfg.model)
-    model.load_state_dict(state["model"])
-    model.check_input(data.x_test[:1])
+                        verify=not args.no_verify, preprocess=cfg.train.preprocess)
+    try:
+        model = DRMM(cfg.model)
+        model.load_state_dict(state["model"])
+    except (ValueError, RuntimeError) as e:
+        raise DRMMError(f"{args.checkpoint}: the weights do not fit the config stored with them"
+                        f" ({first_line(e)}); the file is damaged or not from this version") from e
+    try:
+        model.check_input(data.x_test[:1])
+    except ValueError as e:
+        raise DRMMError(f"{args.checkpoint} was trained on {cfg.train.dataset}, and {data.name}"
+                        f" does not fit it ({e}); pass the run's own --dataset") from e
     err = test_error(model.to(args.device), data.x_test.to(args.device),
                      data.y_test.to(args.device))
     print(f"test error {100 * err:.2f} % ({len(data.x_test)} test images)")
@@ -116,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="defaults to the checkpoint's data set")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not md5-check cached data files when reading them")
     p.set_defaults(func=cmd_eval)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
@@ -131,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drmm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("drmm: interrupted; the last checkpoint is kept (resume with --resume)",
+        print("drmm: interrupted; the last checkpoint is kept (continue with --resume RUN_DIR)",
               file=sys.stderr)
         return 130
 

@@ -8,6 +8,7 @@ is checked, and only then renamed: a partial or corrupt download never becomes t
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -39,22 +40,39 @@ def check_md5(path: Path, expected: str) -> None:
 
 
 def download(urls: list[str], dest: Path, md5: str) -> Path:
-    """Download the first URL that works to dest, atomically, and verify its md5."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Download the first URL that works to dest, atomically, and verify its md5.
+
+    Each try writes DEST.<random>.part, checks its md5, and only then renames it to dest; on any
+    failure (network error, cut connection, full disk, bad checksum) the part file is deleted.
+    Part files that a killed process left behind are deleted before a new try.
+    """
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DRMMError(f"cannot create {dest.parent} ({e.strerror or e}); pass a writable"
+                        " --data-dir or set DRMM_CACHE") from e
+    for stale in dest.parent.glob(f"{dest.name}.*.part"):
+        stale.unlink(missing_ok=True)
     errors = []
     for url in urls:
-        fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
                 shutil.copyfileobj(resp, out)
-            if md5sum(Path(tmp)) != md5:
-                raise OSError("checksum mismatch")
+                out.flush()
+                os.fsync(out.fileno())
+            actual = md5sum(Path(tmp))
+            if actual != md5:
+                raise ValueError(f"checksum mismatch: md5 {actual}, expected {md5}")
             os.replace(tmp, dest)
+            tmp = None
             return dest
-        except OSError as e:  # URLError and HTTPError are OSErrors
+        # URLError, HTTPError and a cut connection are OSErrors; IncompleteRead is not.
+        except (OSError, http.client.HTTPException, ValueError) as e:
             errors.append(f"{url}: {e}")
         finally:
-            if os.path.exists(tmp):
+            if tmp is not None and os.path.exists(tmp):
                 os.remove(tmp)
     raise DRMMError(
         f"could not download {dest.name} ({'; '.join(errors)}); download it by hand and pass"

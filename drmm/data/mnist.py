@@ -60,7 +60,17 @@ def load_mnist(data_dir=None, verify: bool = True) -> dict[str, np.ndarray]:
         "x_test": read_idx(paths["t10k-images-idx3-ubyte.gz"], 3),
         "y_test": read_idx(paths["t10k-labels-idx1-ubyte.gz"], 1),
     }
-    for split in ("train", "test"):
-        if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
-            raise DRMMError(f"MNIST {split} images and labels differ in count; re-download them")
+    # The checksums pin these down; with verify=False (--no-verify) a wrong file can get here.
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.shape[1:] != (28, 28):
+            raise DRMMError(f"{paths[images]}: images are {x.shape[1:]}, MNIST's are (28, 28);"
+                            " replace it with the original file")
+        if len(x) != len(y):
+            raise DRMMError(f"{paths[labels]}: {len(y)} labels for {len(x)} images in"
+                            f" {paths[images].name}; replace both with the original files")
+        if len(y) and y.max() > 9:
+            raise DRMMError(f"{paths[labels]}: label {int(y.max())} outside 0..9;"
+                            " replace it with the original file")
     return arrays

@@ -42,6 +42,8 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
                             f" one label per image of x_{split}")
         if not np.issubdtype(y.dtype, np.integer):
             raise DRMMError(f"{path}: y_{split} has dtype {y.dtype}; labels must be integers")
+        if len(x) == 0 or 0 in x.shape[1:3]:
+            raise DRMMError(f"{path}: x_{split} has shape {x.shape}: no images; re-create it")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise DRMMError(f"{path}: x_train images {arrays['x_train'].shape[1:]} and x_test images"
                         f" {arrays['x_test'].shape[1:]} differ in shape")
@@ -49,6 +51,9 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         if arrays[f"y_{split}"].min() < 0:
             raise DRMMError(f"{path}: y_{split} has negative labels; use 0..K-1")
     k = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    if k > len(arrays["y_train"]):  # also keeps the class count below from going huge
+        raise DRMMError(f"{path}: labels go up to {k - 1} but there are only"
+                        f" {len(arrays['y_train'])} training images; use labels 0..K-1")
     missing_classes = sorted(set(range(k)) - set(np.unique(arrays["y_train"]).tolist()))
     if missing_classes:
         raise DRMMError(f"{path}: labels must be 0..K-1 with every class in y_train;"

@@ -1,0 +1,103 @@
+"""Shared helpers of the reliability tests (tests/test_reliability*.py): tiny data and configs,
+and a bit-for-bit comparison of two run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drmm.config import Config, preset
+from drmm.data import Dataset
+from drmm.data import to_tensor_images as to_images
+
+# Record fields that measure time, not what was computed: they differ between equal runs.
+TIMING = {"epoch_seconds", "images_per_s", "wall_seconds"}
+
+
+def tiny_arrays(n_train: int = 80, n_test: int = 24, size: int = 8, classes: int = 4,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """uint8 images (N, size, size): dim noise plus one bright quadrant per class."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = np.arange(n) % classes  # (N,)
+        x = rng.integers(0, 60, size=(n, size, size))  # (N, H, W)
+        h = size // 2
+        for c in range(classes):
+            r, col = divmod(c % 4, 2)
+            x[y == c, r * h:(r + 1) * h, col * h:(col + 1) * h] += 180
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def tiny_dataset(**kw) -> Dataset:
+    a = tiny_arrays(**kw)
+    return Dataset("tiny", to_images(a["x_train"]), torch.from_numpy(a["y_train"]),
+                   to_images(a["x_test"]), torch.from_numpy(a["y_test"]),
+                   num_classes=int(a["y_train"].max()) + 1)
+
+
+def write_npz(path: Path, **overrides) -> str:
+    """A prepared-arrays file of tiny_arrays(), with some arrays replaced; returns npz:PATH."""
+    arrays = {**tiny_arrays(), **overrides}
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def tiny_config(**train) -> Config:
+    """conv_tiny, 8 labels, batch 20 (8 steps per epoch on tiny_dataset()), 2 epochs."""
+    cfg = preset("digits")
+    cfg.model.arch = "conv_tiny"
+    cfg.train.labels, cfg.train.batch_size, cfg.train.epochs = 8, 20, 2
+    cfg.train.lr, cfg.train.lr_final = 0.1, 0.01
+    cfg.train.tensorboard = False
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def write_yaml(folder: Path) -> str:
+    """A --config file that switches TensorBoard off (its import alone costs seconds)."""
+    path = folder / "quiet.yaml"
+    path.write_text("train:\n  tensorboard: false\n")
+    return str(path)
+
+
+def cli_train_args(dataset: str, out: Path, yaml: str, *extra: str) -> list[str]:
+    """`drmm train` arguments for a tiny run: 2 epochs of conv_tiny, batch 20, 8 labels."""
+    return ["train", "--dataset", dataset, "--arch", "conv_tiny", "--labels", "8",
+            "--batch-size", "20", "--epochs", "2", "--lr", "0.1", "--lr-final", "0.01",
+            "--config", yaml, "--out", str(out), "--quiet", *extra]
+
+
+def records(run: Path) -> list[dict]:
+    """metrics.jsonl without the timing fields."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two finished runs computed exactly the same thing: weights, BN statistics, optimiser
+    and schedule state, per-epoch metrics (timings aside) and the final metrics."""
+    sa = torch.load(a / "checkpoint.pt", weights_only=True)
+    sb = torch.load(b / "checkpoint.pt", weights_only=True)
+    assert sa["model"].keys() == sb["model"].keys()
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    assert sa["optimizer"]["param_groups"] == sb["optimizer"]["param_groups"]
+    for k, st in sa["optimizer"]["state"].items():
+        for name, v in st.items():
+            other = sb["optimizer"]["state"][k][name]
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(other)), (k, name)
+    assert sa["scheduler"] == sb["scheduler"]
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+    assert records(a) == records(b)
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+    ma.pop("wall_seconds"), mb.pop("wall_seconds")
+    assert ma == mb
