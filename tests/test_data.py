@@ -1,4 +1,4 @@
-"""Data: the idx reader on fabricated files, the download cache, the labeled split, digits, MNIST."""
+"""Data: the idx reader on fabricated files, the download cache, the split, digits, MNIST."""
 
 import gzip
 import hashlib

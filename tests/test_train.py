@@ -89,14 +89,3 @@ def test_run_folder_contents(tmp_path):
     assert len(idx) == 10 and np.bincount(fabricated().y_train.numpy()[idx]).tolist() == [5, 5]
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
-
-
-def test_resume_continues_exactly(tmp_path):
-    full = train(tiny_config(epochs=3), tmp_path / "full", data=fabricated(), progress=False)
-    train(tiny_config(epochs=1), tmp_path / "part", data=fabricated(), progress=False)
-    resumed = train(tiny_config(epochs=3), tmp_path / "part", resume=True, data=fabricated(),
-                    progress=False)
-    assert resumed["test_error_curve"] == full["test_error_curve"]
-    sa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
-    sb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model"]
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
