@@ -309,12 +309,17 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                     terms = stepper(x_train[il], y_train[il], x_train[iu])
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
-                # One host sync per step (cheap next to the step; see docs/reliability.md): a NaN or
-                # inf in the loss or in any gradient makes this sum non-finite. Checked before
-                # opt.step(), so a bad batch never reaches the weights.
-                check = terms["loss"].detach() + sum(p.grad.sum() for p in model.parameters()
-                                                     if p.grad is not None)
-                if torch.isfinite(check).item():
+                # A NaN or inf in the loss or in any gradient makes this sum non-finite; checked
+                # before opt.step(), so a bad batch never reaches the weights. The check is one
+                # host sync: free on CPU, but on CUDA it stalls the queue, so there it is made
+                # every step only with skip_nonfinite, else every log_every steps (a NaN then
+                # stops the run at the next check; the last checkpoint is still good).
+                check_now = (device.type != "cuda" or t.skip_nonfinite
+                             or (step + 1) % t.log_every == 0 or step + 1 == steps_per_epoch)
+                if not check_now or torch.isfinite(
+                        terms["loss"].detach()
+                        + sum(p.grad.sum() for p in model.parameters() if p.grad is not None)
+                ).item():
                     opt.step()
                     sched.step()
                     for k, v in terms.items():
