@@ -54,6 +54,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="with --resume: continue even though the settings changed (lists them)")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast (CUDA)")
     p.add_argument("--sync-bn", action="store_true", help="torchrun: SyncBatchNorm (CUDA)")
+    p.add_argument("--contiguous", action="store_true",
+                   help="NCHW layout instead of the default channels_last")
     p.add_argument("--checkpoint-every", type=int, metavar="K",
                    help="also checkpoint every K steps inside an epoch (default: epoch ends)")
     p.add_argument("--skip-nonfinite", action="store_true",
@@ -91,6 +93,8 @@ def config_from_args(args, base=None):
         cfg.train.supervised_only = True
     if args.sync_bn:
         cfg.train.sync_bn = True
+    if args.contiguous:
+        cfg.train.channels_last = False
     if args.skip_nonfinite:
         cfg.train.skip_nonfinite = True
     if args.no_verify:

@@ -56,7 +56,8 @@ RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labele
 # Settings a resumed run may change: they move or extend the run, not what it computes.
 FREE_ON_RESUME = {"train.epochs", "train.data_dir", "train.device", "train.tensorboard",
                   "train.log_every", "train.eval_batch_size", "train.checkpoint_every",
-                  "train.skip_nonfinite", "train.verify", "train.precision"}
+                  "train.skip_nonfinite", "train.verify", "train.precision",
+                  "train.channels_last"}
 
 
 def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl) -> dict[str, torch.Tensor]:
@@ -186,7 +187,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
     dist = distributed.setup(t.device, t.batch_size // 2)  # one process unless under torchrun
     device, is_main = dist.device, dist.is_main  # only rank 0 writes files
     torch.manual_seed(t.seed)
-    model = DRMM(cfg.model).to(device)
+    layout = torch.channels_last if t.channels_last else torch.contiguous_format
+    model = DRMM(cfg.model).to(device, memory_format=layout)
     stepper = Objective(model, cfg)  # the training step's forward: E-step and objective
     if dist.enabled:
         if t.sync_bn:
@@ -195,7 +197,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         stepper = DistributedDataParallel(
             stepper, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)  # whole set on device
+    x_train = data.x_train.to(device).contiguous(memory_format=layout)  # whole set on device
+    y_train = data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     labeled_t = torch.from_numpy(labeled)
     half = t.batch_size // 2
