@@ -89,3 +89,11 @@ def test_run_folder_contents(tmp_path):
     assert len(idx) == 10 and np.bincount(fabricated().y_train.numpy()[idx]).tolist() == [5, 5]
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_bf16_autocast_trains_with_finite_losses(tmp_path):
+    """--precision bf16 (meant for CUDA) runs the same loop under autocast; here on the CPU."""
+    metrics = train(tiny_config(precision="bf16"), tmp_path, data=fabricated(), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r[f"train_{k}"]) for r in records for k in ("loss", "ce", "rc", "kl"))
+    assert 0.0 <= metrics["test_error"] <= 1.0
