@@ -120,3 +120,22 @@ def weights_only_reason(e: BaseException) -> str:
 
 def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def load_trained_model(path: str | Path):
+    """(model, config) of a drmm checkpoint, the weights loaded; a DRMMError if it is not one."""
+    from drmm.config import Config
+    from drmm.model import DRMM
+
+    state = load_checkpoint(path)
+    if not {"config", "model"} <= state.keys():
+        raise DRMMError(f"{path} is not a drmm checkpoint (no config or model);"
+                        " pass the checkpoint.pt of a drmm run")
+    cfg = Config.from_dict(state["config"])
+    try:
+        model = DRMM(cfg.model)
+        model.load_state_dict(state["model"])
+    except (ValueError, RuntimeError) as e:
+        raise DRMMError(f"{path}: the weights do not fit the config stored with them"
+                        f" ({first_line(e)}); the file is damaged or not from this version") from e
+    return model, cfg

@@ -132,29 +132,17 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from drmm.checkpoint import first_line, load_checkpoint
-    from drmm.config import Config
+    from drmm.checkpoint import load_trained_model
     from drmm.data import load_dataset
     from drmm.evaluate import test_error
-    from drmm.model import DRMM
 
-    state = load_checkpoint(args.checkpoint)
-    if not {"config", "model"} <= state.keys():
-        raise DRMMError(f"{args.checkpoint} is not a drmm checkpoint (no config or model);"
-                        " pass the checkpoint.pt of a drmm run")
-    cfg = Config.from_dict(state["config"])
+    model, cfg = load_trained_model(args.checkpoint)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise DRMMError("--device cuda asked for, but no CUDA device is available;"
                         " use --device cpu")
     # The model was trained on inputs transformed this way (statistics of the training images).
     data = load_dataset(args.dataset or cfg.train.dataset, args.data_dir,
                         verify=not args.no_verify, preprocess=cfg.train.preprocess)
-    try:
-        model = DRMM(cfg.model)
-        model.load_state_dict(state["model"])
-    except (ValueError, RuntimeError) as e:
-        raise DRMMError(f"{args.checkpoint}: the weights do not fit the config stored with them"
-                        f" ({first_line(e)}); the file is damaged or not from this version") from e
     try:
         model.check_input(data.x_test[:1])
     except ValueError as e:

@@ -46,7 +46,7 @@ from drmm.data import Dataset, check_dataset, labeled_split, load_dataset
 from drmm.errors import DRMMError
 from drmm.evaluate import save_reconstructions, test_error
 from drmm.losses import drmm_objective
-from drmm.model import DRMM, feature_sizes
+from drmm.model import DRMM, BottomUp, Switches, feature_sizes
 
 CHECKPOINT = "checkpoint.pt"
 # 1: epoch ends only (model, optimizer, scheduler, epoch, rng{torch, data}, history, ...);
@@ -101,7 +101,6 @@ class Objective(nn.Module):
 
 def split_bottom_up(bu, n: int):
     """Split a joint bottom-up result into its first n images and the rest."""
-    from drmm.model import BottomUp, Switches
 
     def part(sl):
         return BottomUp(

@@ -44,17 +44,9 @@ def default_names(configs) -> list[str]:
 
 
 def load_model(path: str, device: str):
-    from drmm.checkpoint import load_checkpoint
-    from drmm.config import Config
-    from drmm.model import DRMM
+    from drmm.checkpoint import load_trained_model
 
-    state = load_checkpoint(path)
-    if not {"config", "model"} <= state.keys():
-        raise DRMMError(f"{path} is not a drmm checkpoint (no config or model);"
-                        " pass the checkpoint.pt of a drmm run")
-    cfg = Config.from_dict(state["config"])
-    model = DRMM(cfg.model)
-    model.load_state_dict(state["model"])
+    model, cfg = load_trained_model(path)
     return model.to(device).eval(), cfg
 
 
