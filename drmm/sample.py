@@ -3,8 +3,9 @@
     drmm sample --checkpoint runs/syn-drmm/checkpoint.pt --n-per-class 10 --out results/samples.png
 
 For each class c, K images are rendered top-down from the class template mu_c with switches
-g = (t, a) drawn from a per-class, per-position frequency prior fitted on training images (see
-drmm/analysis/sampling.py for the prior, stated in full). Writes FILE.png (a row per class) and
+g = (t, a) drawn from a prior fitted on training images: a mixture of --components per-position
+frequency tables per class (see drmm/analysis/sampling.py for the prior, stated in full;
+--components 1 is the fully factorised prior). Writes FILE.png (a row per class) and
 FILE_reconstructions.png (test images above their top-down reconstructions, Appendix B).
 Each image is min-max scaled for display: rendered templates have no fixed intensity range.
 """
@@ -25,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", help="folder with local copies of the data")
     p.add_argument("--prior-images", type=int, default=5000,
                    help="training images the switch frequencies are counted on (default 5000)")
+    p.add_argument("--components", type=int, default=50,
+                   help="mixture components of the switch prior per class (default 50;"
+                        " 1: independent switches)")
     p.add_argument("--seed", type=int, default=0, help="seeds the image subset and the draws")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=cmd_sample)
@@ -52,8 +56,8 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise DRMMError(f"--out {out} must end in .png")
-    if args.n_per_class < 1 or args.prior_images < 1:
-        raise DRMMError("--n-per-class and --prior-images must be at least 1")
+    if args.n_per_class < 1 or args.prior_images < 1 or args.components < 1:
+        raise DRMMError("--n-per-class, --prior-images and --components must be at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise DRMMError("--device cuda asked for, but no CUDA device is available;"
                         " use --device cpu")
@@ -66,7 +70,8 @@ def cmd_sample(args) -> int:
         raise DRMMError(f"{args.checkpoint} does not fit data set {dataset}: {e}") from e
     gen = torch.Generator().manual_seed(args.seed)
     pick = torch.randperm(len(data.x_train), generator=gen)[:args.prior_images]
-    prior = fit_switch_prior(model, data.x_train[pick].to(args.device))
+    prior = fit_switch_prior(model, data.x_train[pick].to(args.device),
+                             components=args.components, seed=args.seed)
     k = model.config.num_classes
     dev_gen = torch.Generator(device=args.device).manual_seed(args.seed)
     classes = torch.arange(k, device=args.device).repeat_interleave(args.n_per_class)  # (K*n,)

@@ -58,6 +58,30 @@ def test_a_prior_from_one_image_renders_its_reconstruction():
         torch.testing.assert_close(image, want[0])
 
 
+def test_mixture_weights_are_each_class_share_of_its_images():
+    model = tiny_model()
+    x = torch.rand(60, 1, 12, 12)  # (N, C, H, W)
+    prior = fit_switch_prior(model, x, components=3)
+    assert prior.weights.shape == (10, 3) and prior.counts.sum() == 60
+    torch.testing.assert_close(prior.weights.sum(1), torch.ones(10))
+    assert len(prior.a[0]) == 30  # (K*M, C, H, W): one table per class and component
+
+
+def test_one_component_per_image_draws_whole_switch_configurations():
+    """With as many components as images, each component's frequencies are one image's 0 / 1
+    switches, so every sample is the reconstruction of one training image of its class."""
+    model = tiny_model()
+    x = torch.rand(12, 1, 12, 12)
+    prior = fit_switch_prior(model, x, components=12)
+    bu = model.bottom_up(x)
+    recon = model.top_down(bu).image  # (12, 1, 12, 12) each rendered from its c-hat
+    c = int(bu.c_hat.mode().values)
+    got = sample_images(model, prior, torch.full((8,), c), torch.Generator().manual_seed(0))
+    mine = recon[bu.c_hat == c]  # (n_c, 1, 12, 12)
+    for image in got:
+        assert min((image - r).abs().max() for r in mine) < 1e-5
+
+
 def test_samples_have_image_shape_and_follow_the_seed():
     model = tiny_model()
     prior = fit_switch_prior(model, torch.rand(30, 1, 12, 12))
@@ -105,3 +129,6 @@ def test_sample_command_rejects_bad_arguments(checkpoint, tmp_path):
     with pytest.raises(DRMMError, match="at least 1"):
         run_cli(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.png"),
                  "--n-per-class", "0"])
+    with pytest.raises(DRMMError, match="at least 1"):
+        run_cli(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.png"),
+                 "--components", "0"])
