@@ -16,9 +16,10 @@ images count too):
   lower left, lower right) at each (layer, channel, y, x) = how often each position won.
 A draw picks m ~ p(m | c), then every switch independently given (c, m). With M = 1 this is
 the fully factorised prior: it keeps the per-position statistics of class c but none of their
-correlations, and its samples look like noise around the class's mean template (measured: see
-results/). The components put the correlations back coarsely: switches that fire together in
-the images of one component are drawn together. A class no training image is assigned to
+correlations, so its samples are grainy, averaged shapes (results/samples_mnist_factorised.png).
+The components put the correlations back coarsely: switches that fire together in the images of
+one component are drawn together, and the samples take distinct, cleaner shapes
+(results/samples_mnist.png). A class no training image is assigned to
 falls back to the frequencies over all images.
 """
 
