@@ -28,7 +28,7 @@ from drmm.model import ARCHS, ModelConfig
 class TrainConfig:
     dataset: str = "digits"  # digits | mnist | svhn | cifar10 | npz:PATH
     data_dir: str | None = None  # local copies / download target; None = ~/.cache/drmm
-    preprocess: str = "none"  # none ([0, 1]) | standardize | zca; see drmm/data/preprocess.py
+    preprocess: str = "none"  # none ([0, 1]) | standardize | gcn | zca; see drmm/data/preprocess.py
     labels: int = 50  # N_L, labeled training images (class-balanced)
     epochs: int = 30  # an epoch = one pass over the unlabeled set (= training set)
     batch_size: int = 100  # images per step: half labeled, half unlabeled

@@ -280,13 +280,25 @@ def test_zca_whitens_with_the_ladder_recipe():
     assert p.shape == (48, 48) and torch.allclose(p, p.T, atol=1e-5)
 
 
+def test_gcn_centres_and_scales_each_image_alone():
+    x_train, x_test = torch.rand(20, 3, 4, 4) + torch.rand(20, 1, 1, 1), torch.rand(5, 3, 4, 4)
+    tr, te = apply_preprocess(x_train.clone(), x_test.clone(), "gcn")
+    for x in (tr, te):
+        flat = x.reshape(len(x), -1)
+        torch.testing.assert_close(flat.mean(1), torch.zeros(len(x)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(flat.norm(dim=1), torch.full((len(x),), 55.0))
+    # an image's result does not depend on the others (no statistics shared across images)
+    torch.testing.assert_close(te[0], apply_preprocess(x_train[:2].clone(), x_test[:1].clone(),
+                                                       "gcn")[1][0])
+
+
 def test_zca_refuses_huge_images():
     with pytest.raises(DRMMError, match="standardize"):
         apply_preprocess(torch.zeros(2, 3, 64, 64), torch.zeros(1, 3, 64, 64), "zca")
 
 
 def test_unknown_preprocess_fails_before_reading_data(tmp_path):
-    with pytest.raises(DRMMError, match="none.*standardize.*zca"):
+    with pytest.raises(DRMMError, match="none.*standardize.*gcn.*zca"):
         load_dataset("svhn", tmp_path, preprocess="whiten")  # no SVHN file exists here
 
 

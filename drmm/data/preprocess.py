@@ -7,6 +7,10 @@ surviving code has no preprocessing), so these are the conventions users of the 
 - "standardize" (the svhn and cifar10 presets): per-channel standardisation, (x - mean_c) / std_c
   with the mean and standard deviation of each channel over the *training* images, as the
   authors' follow-up NRM code does for SVHN and CIFAR-10. Test images never enter the statistics.
+- "gcn": global contrast normalisation of each image alone (subtract its own mean, scale its L2
+  norm to 55), the first half of the "zca" recipe. For data whose images differ mainly in their
+  background level (our rendered set, section 5.4): the top-down pass has no bias, so it can
+  render a per-image offset only through the switches; after "gcn" there is none to render.
 - "zca": the Ladder Network's CIFAR-10 recipe (Rasmus et al. 2015), whose ConvLarge network the
   DRMM copies: global contrast normalisation of each image (subtract its own mean, scale its
   L2 norm to 55), then ZCA whitening, x -> (x - mu) P with P = V diag((e + 0.1)^-1/2) V^T from the
@@ -23,7 +27,7 @@ import torch
 
 from drmm.errors import DRMMError
 
-PREPROCESS = ("none", "standardize", "zca")
+PREPROCESS = ("none", "standardize", "gcn", "zca")
 GCN_SCALE = 55.0  # target L2 norm of each image after contrast normalisation (Ladder, pylearn2)
 ZCA_BIAS = 0.1  # added to the covariance's eigenvalues: keeps near-zero directions from exploding
 MAX_ZCA_DIM = 8192  # the D x D covariance (float64) must fit comfortably in memory
@@ -41,6 +45,8 @@ def apply_preprocess(x_train: torch.Tensor, x_test: torch.Tensor, mode: str
     if mode == "standardize":
         mean, std = channel_stats(x_train)
         return standardize(x_train, mean, std), standardize(x_test, mean, std)
+    if mode == "gcn":
+        return contrast_normalize(x_train), contrast_normalize(x_test)
     if mode == "zca":
         x_train, x_test = contrast_normalize(x_train), contrast_normalize(x_test)
         mean, p = fit_zca(x_train)
