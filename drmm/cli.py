@@ -12,6 +12,10 @@ from pathlib import Path
 
 from drmm.errors import DRMMError
 
+# drmm.data.preprocess.PREPROCESS, spelled out so that parsing arguments does not import torch
+# (tests/test_cli.py checks that the two agree).
+PREPROCESS_CHOICES = ("none", "standardize", "gcn", "zca")
+
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func; heavy imports stay inside the command functions so `drmm --help` is fast.
 COMMAND_MODULES: list[str] = ["drmm.reproduce", "drmm.synthetic.cli", "drmm.analysis.cli",
@@ -40,7 +44,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-mode", choices=["entropy", "eq7"], help="sign of L_KL (default entropy)")
     p.add_argument("--unsup-on", choices=["unlabeled", "all"], help="images for RC/KL/NN")
     p.add_argument("--bn-mode", choices=["separate", "joint"], help="BN statistics per half?")
-    p.add_argument("--preprocess", choices=["none", "standardize", "zca"],
+    p.add_argument("--preprocess", choices=PREPROCESS_CHOICES,
                    help="input transform fitted on the training images (docs/datasets.md)")
     p.add_argument("--supervised-only", action="store_true", help="DCN baseline, labels only")
     p.add_argument("--no-kl", action="store_true", help="ablation: alpha_KL = 0")

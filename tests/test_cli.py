@@ -47,3 +47,10 @@ def test_unknown_config_key(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "drmm", "train", "--out", str(tmp_path / "r"),
                            "--config", str(cfg)], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown key train.lerning_rate" in proc.stderr
+
+
+def test_preprocess_choices_match_the_library():
+    from drmm import cli, reproduce
+    from drmm.data.preprocess import PREPROCESS
+
+    assert cli.PREPROCESS_CHOICES == reproduce.PREPROCESS_CHOICES == PREPROCESS
