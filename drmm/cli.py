@@ -10,11 +10,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from drmm.errors import DRMMError
-
-# drmm.data.preprocess.PREPROCESS, spelled out so that parsing arguments does not import torch
-# (tests/test_cli.py checks that the two agree).
-PREPROCESS_CHOICES = ("none", "standardize", "gcn", "zca")
+from drmm.data.preprocess import PREPROCESS
+from drmm.errors import DRMMError, require_device
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func; heavy imports stay inside the command functions so `drmm --help` is fast.
@@ -44,7 +41,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-mode", choices=["entropy", "eq7"], help="sign of L_KL (default entropy)")
     p.add_argument("--unsup-on", choices=["unlabeled", "all"], help="images for RC/KL/NN")
     p.add_argument("--bn-mode", choices=["separate", "joint"], help="BN statistics per half?")
-    p.add_argument("--preprocess", choices=PREPROCESS_CHOICES,
+    p.add_argument("--preprocess", choices=PREPROCESS,
                    help="input transform fitted on the training images (docs/datasets.md)")
     p.add_argument("--supervised-only", action="store_true", help="DCN baseline, labels only")
     p.add_argument("--no-kl", action="store_true", help="ablation: alpha_KL = 0")
@@ -134,16 +131,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
-
     from drmm.checkpoint import load_trained_model
     from drmm.data import load_dataset
     from drmm.evaluate import test_error
 
     model, cfg = load_trained_model(args.checkpoint)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DRMMError("--device cuda asked for, but no CUDA device is available;"
-                        " use --device cpu")
+    require_device(args.device)
     # The model was trained on inputs transformed this way (statistics of the training images).
     data = load_dataset(args.dataset or cfg.train.dataset, args.data_dir,
                         verify=not args.no_verify, preprocess=cfg.train.preprocess)

@@ -29,11 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
-
-# drmm.data.preprocess.PREPROCESS, spelled out so that parsing arguments does not import torch
-# (tests/test_cli.py checks that the two agree).
-PREPROCESS_CHOICES = ("none", "standardize", "gcn", "zca")
 
 if TYPE_CHECKING:  # drmm.config imports torch: kept out of `drmm --help`
     from drmm.config import Config
@@ -669,7 +666,7 @@ def register(subparsers) -> None:
     p.add_argument("--unlabeled", type=int,
                    help="N_U: train on a random subset of this many training images (0: all)")
     p.add_argument("--arch", help="override the architecture (e.g. conv_tiny for a smoke test)")
-    p.add_argument("--preprocess", choices=PREPROCESS_CHOICES,
+    p.add_argument("--preprocess", choices=PREPROCESS,
                    help="override the input preprocessing")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state only")

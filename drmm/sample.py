@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drmm.errors import DRMMError
+from drmm.errors import DRMMError, require_device
 
 
 def register(subparsers) -> None:
@@ -58,9 +58,7 @@ def cmd_sample(args) -> int:
         raise DRMMError(f"--out {out} must end in .png")
     if args.n_per_class < 1 or args.prior_images < 1 or args.components < 1:
         raise DRMMError("--n-per-class, --prior-images and --components must be at least 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DRMMError("--device cuda asked for, but no CUDA device is available;"
-                        " use --device cpu")
+    require_device(args.device)
     model, cfg = load_model(args.checkpoint, args.device)
     dataset = args.dataset or cfg.train.dataset
     data = load_dataset(dataset, args.data_dir, preprocess=cfg.train.preprocess)

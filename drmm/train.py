@@ -43,7 +43,7 @@ from drmm.checkpoint import (
 )
 from drmm.config import Config, validate
 from drmm.data import Dataset, check_dataset, labeled_split, load_dataset
-from drmm.errors import DRMMError
+from drmm.errors import DRMMError, require_device
 from drmm.evaluate import save_reconstructions, test_error
 from drmm.losses import drmm_objective
 from drmm.model import DRMM, BottomUp, Switches, feature_sizes
@@ -178,9 +178,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
     data, labeled = prepare(cfg, data)
     if state is not None:
         check_resume(out, state, cfg, labeled, len(data.x_train), force_resume)
-    if torch.device(t.device).type == "cuda" and not torch.cuda.is_available():
-        raise DRMMError("--device cuda asked for, but no CUDA device is available;"
-                        " use --device cpu")
+    require_device(t.device)
     if t.sync_bn and torch.device(t.device).type != "cuda":
         raise DRMMError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); drop it")
     dist = distributed.setup(t.device, t.batch_size // 2)  # one process unless under torchrun

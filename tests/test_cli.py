@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from drmm.cli import main
+from drmm.cli import build_parser, main
+from drmm.data.preprocess import PREPROCESS
 
 
 def test_train_digits_writes_the_run_folder(tmp_path, capsys):
@@ -49,8 +50,18 @@ def test_unknown_config_key(tmp_path):
     assert proc.returncode == 2 and "unknown key train.lerning_rate" in proc.stderr
 
 
-def test_preprocess_choices_match_the_library():
-    from drmm import cli, reproduce
-    from drmm.data.preprocess import PREPROCESS
+@pytest.mark.parametrize("mode", PREPROCESS)
+def test_every_preprocess_mode_is_offered_on_the_command_line(mode):
+    parser = build_parser()
+    assert parser.parse_args(["train", "--out", "x", "--preprocess", mode]).preprocess == mode
+    args = parser.parse_args(["reproduce", "table1", "--out", "x", "--preprocess", mode])
+    assert args.preprocess == mode
 
-    assert cli.PREPROCESS_CHOICES == reproduce.PREPROCESS_CHOICES == PREPROCESS
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_cuda_is_one_clear_error():
+    from drmm.errors import DRMMError, require_device
+
+    require_device("cpu")
+    with pytest.raises(DRMMError, match="no CUDA device is available; use --device cpu"):
+        require_device("cuda:0")

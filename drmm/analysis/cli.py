@@ -14,7 +14,7 @@ import csv
 import io
 from pathlib import Path
 
-from drmm.errors import DRMMError
+from drmm.errors import DRMMError, require_device
 
 COLUMNS = ("model", "layer", "latent", "error", "chance", "layer_name")
 
@@ -76,8 +76,6 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def cmd_analyze(args) -> int:
-    import torch
-
     from drmm.analysis.decoding import DecodingConfig, decode_model
     from drmm.analysis.plot import plot_decoding
     from drmm.data import load_dataset
@@ -87,9 +85,7 @@ def cmd_analyze(args) -> int:
                         " checkpoints; give one name per checkpoint")
     if args.max_images < 0 or 0 < args.max_images < 40:
         raise DRMMError(f"--max-images {args.max_images}: use 0 (all) or at least 40")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DRMMError("--device cuda asked for, but no CUDA device is available;"
-                        " use --device cpu")
+    require_device(args.device)
     z, z_names = load_latents(args.data)
     loaded = [load_model(p, args.device) for p in args.checkpoint]
     names = args.names or default_names([c for _, c in loaded])

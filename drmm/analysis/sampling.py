@@ -93,6 +93,8 @@ def fit_switch_prior(model: DRMM, x: torch.Tensor, batch_size: int = 500,
     a_sum: list[torch.Tensor] = []
     t_sum: list[torch.Tensor | None] = []
     top_size = None
+    # Pass 2 recomputes the switches rather than keeping pass 1's: for thousands of images they
+    # would take gigabytes, and a bottom-up pass over them takes seconds.
     for i in range(0, len(x), batch_size):  # pass 2: count the switches per (class, component)
         bu = model.bottom_up(x[i:i + batch_size])
         g = group[i:i + batch_size]  # (b,)
