@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import step_throughput  # noqa: E402
+import table_cost  # noqa: E402
 
 
 def test_step_throughput_tiny(tmp_path):
@@ -20,3 +21,18 @@ def test_step_throughput_tiny(tmp_path):
                                            "drmm_channels_last"}
     assert set(result["drmm_step_breakdown_seconds"]) == {
         "bottom_up", "top_down", "objective", "backward", "optimizer"}
+
+
+def test_table_cost_prices_the_paper_schedule(tmp_path):
+    out = tmp_path / "c.json"
+    result = table_cost.main(table_cost.parse_args(
+        ["--batch", "4", "--images-per-s", "table1=1000", "table4=50", "--out", str(out)]))
+    assert json.loads(out.read_text()) == result
+    t1, t3, t4 = (result["tables"][k] for k in ("table1", "table3", "table4"))
+    assert t3["gflops_per_image"] == t4["gflops_per_image"]  # both ConvLarge at 32x32x3
+    assert t4["gflops_per_image"] > 10 * t1["gflops_per_image"]  # ConvLarge >> ConvSmall
+    # 500 epochs of 2 x N_U images (50 labeled + 50 unlabeled a step); 3 seeds per cell
+    assert t1["images_per_run"] == 500 * 2 * 60000 and t1["runs"] == 4 * 3 * 3
+    assert t1["hours_per_run"] == t1["images_per_run"] / 1000 / 3600
+    assert t4["hours_per_table"] == t4["hours_per_run"] * 2 * 2 * 3
+    assert t3["images_per_s"] is None and "hours_per_run" not in t3  # no speed, no price

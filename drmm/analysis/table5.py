@@ -34,7 +34,8 @@ def describe(cfg: dict) -> str:
     t, m, lo = cfg["train"], cfg["model"], cfg["loss"]
     return (f"{m['arch']} at {m['image_size']}x{m['image_size']}, {t['epochs']} epochs,"
             f" {t['optimizer']} lr {t['lr']} -> {t['lr_final']}"
-            f" ({t.get('schedule', 'exp')}), batch {t['batch_size']}, seed {t['seed']};"
+            f" ({t.get('schedule', 'exp')}), batch {t['batch_size']}, seed {t['seed']},"
+            f" preprocess {t.get('preprocess', 'none')};"
             f" weights H/RC/KL/NN {lo['alpha_h']}/{lo['alpha_rc']}/{lo['alpha_kl']}/"
             f"{lo['alpha_nn']}")
 

@@ -1,0 +1,126 @@
+"""What the paper's full tables cost: FLOPs per training image, and hours at a given speed.
+
+Counts the floating-point operations of one DRMM training step (bottom-up on both halves,
+top-down on the unlabeled half, objective, backward) with torch's FlopCounterMode, for the
+network of each table, then prices every table under the `paper` schedule (Appendix A: 500
+epochs; an epoch is one pass over the unlabeled set, each step 50 labeled + 50 unlabeled
+images, so 2 x N_U images an epoch). Speeds come from a measurement in this process (`--time`,
+on --device) or are given (`--images-per-s table1=850 table4=30`, e.g. from a training log or
+benchmarks/gpu_check.sh), or, for a device not at hand, from an assumed sustained rate
+(`--tflops 40`: an estimate, labelled as one). Prints the figures and writes JSON.
+
+    python benchmarks/table_cost.py --time --out results/table_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from drmm.config import preset
+from drmm.model import DRMM
+from drmm.reproduce import PAPER, TABLES
+from drmm.train import make_optimizer, step_terms
+
+# table -> (channels, image size, N_U: the unlabeled training set of the paper)
+DATA = {"table1": (1, 28, 60000), "table3": (3, 32, 73257), "table4": (3, 32, 50000)}
+
+
+def step_setup(table: str, batch: int, device: torch.device):
+    cfg = preset(TABLES[table].preset)
+    channels, size, _ = DATA[table]
+    cfg.model.in_channels, cfg.model.image_size = channels, size
+    torch.manual_seed(0)
+    model = DRMM(cfg.model).to(device, memory_format=torch.channels_last)
+    opt, _ = make_optimizer(model, cfg, 10**6)
+    x = torch.rand(batch, channels, size, size, device=device)  # (B, C, H, W)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, cfg.model.num_classes, (batch // 2,), device=device)  # (B/2,)
+    return model, cfg, opt, (x[: batch // 2], y, x[batch // 2:])
+
+
+def train_step(model, cfg, opt, batch) -> None:
+    terms = step_terms(model, cfg, *batch)
+    opt.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    opt.step()
+
+
+def flops_per_image(table: str, batch: int) -> float:
+    model, cfg, opt, data = step_setup(table, batch, torch.device("cpu"))
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, cfg, opt, data)
+    return counter.get_total_flops() / batch
+
+
+def measure_images_per_s(table: str, batch: int, device: torch.device, steps: int) -> float:
+    model, cfg, opt, data = step_setup(table, batch, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    train_step(model, cfg, opt, data)  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, cfg, opt, data)
+    sync()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main(args) -> dict:
+    given = dict(kv.split("=") for kv in args.images_per_s)
+    device = torch.device(args.device)
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "tables": {}}
+    for table, (_, _, n_unlabeled) in DATA.items():
+        t = TABLES[table]
+        runs = len(t.rows) * len(t.labels) * args.seeds
+        images_per_run = PAPER["epochs"] * 2 * n_unlabeled
+        flops = flops_per_image(table, args.batch)
+        if table in given:
+            speed, source = float(given[table]), "given"
+        elif args.time:
+            steps = 3 if table != "table1" and device.type == "cpu" else 20
+            speed, source = measure_images_per_s(table, args.batch, device, steps), "measured"
+        elif args.tflops:  # a device not at hand: an assumed sustained rate, said so
+            speed, source = args.tflops * 1e12 / flops, f"assumed {args.tflops:g} TFLOP/s"
+        else:
+            speed, source = None, None
+        row = {"model": t.model, "runs": runs, "images_per_run": images_per_run,
+               "gflops_per_image": flops / 1e9,
+               "pflops_per_run": flops * images_per_run / 1e15,
+               "images_per_s": speed, "speed_source": source}
+        if speed:
+            row["achieved_tflops"] = flops * speed / 1e12
+            row["hours_per_run"] = images_per_run / speed / 3600
+            row["hours_per_table"] = row["hours_per_run"] * runs
+        result["tables"][table] = row
+        print(f"{table}: {t.model}, {flops / 1e9:.3f} GFLOP per training image, "
+              f"{row['pflops_per_run']:.1f} PFLOP per 500-epoch run, {runs} runs"
+              + (f"; at {speed:.0f} images/s ({source}): {row['hours_per_run']:.1f} h a run, "
+                 f"{row['hours_per_table']:.0f} h the table" if speed else ""), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=100, help="images per step (half labeled)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per table cell")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--time", action="store_true", help="measure images/s here (CPU: ~2 min)")
+    p.add_argument("--images-per-s", nargs="*", default=[], metavar="TABLE=SPEED",
+                   help="known training speeds, e.g. table1=850 table4=30")
+    p.add_argument("--tflops", type=float,
+                   help="else: price the tables at this assumed sustained TFLOP/s")
+    p.add_argument("--out", help="JSON file to write")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
