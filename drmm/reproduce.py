@@ -98,12 +98,12 @@ PAPER = dict(epochs=500, optimizer="sgd", lr=0.2, lr_final=1e-4, batch_size=100,
 SCHEDULES: dict[str, dict[str, dict]] = {
     "paper": {"table1": PAPER, "table3": PAPER, "table4": PAPER},
     "fast": {
-        # ConvSmall at ~700 images/s on 2 CPU cores: 3 epochs = 3,600 steps, ~9 minutes a run.
+        # ConvSmall at ~860 images/s on 2 CPU cores: 3 epochs = 3,600 steps, ~7 minutes a run.
         # The paper's optimiser and rate range, compressed into 3 epochs.
         "table1": dict(epochs=3, optimizer="sgd", lr=0.2, lr_final=1e-4, batch_size=100,
                        momentum=0.0, unlabeled=None),
-        # ConvLarge at ~30 images/s on 2 CPU cores: one epoch over 25,000 unlabeled images is
-        # 500 steps, ~30 minutes a run (a minute or two on one GPU). The rate ends at 1e-3, not
+        # ConvLarge at ~43 images/s on 2 CPU cores: one epoch over 25,000 unlabeled images is
+        # 500 steps, ~21 minutes a run (results/table4-fast.md). The rate ends at 1e-3, not
         # 1e-4: over so few steps a decay to 1e-4 would spend half the run below 5e-3.
         "table3": dict(epochs=1, optimizer="sgd", lr=0.2, lr_final=1e-3, batch_size=100,
                        momentum=0.0, unlabeled=25000),
