@@ -71,7 +71,7 @@ def measure_images_per_s(table: str, batch: int, device: torch.device, steps: in
 
 
 def main(args) -> dict:
-    given = dict(kv.split("=") for kv in args.images_per_s)
+    given = dict(kv.split("=", 1) for kv in args.images_per_s)
     device = torch.device(args.device)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__, "tables": {}}
@@ -119,7 +119,12 @@ def parse_args(argv=None):
     p.add_argument("--tflops", type=float,
                    help="else: price the tables at this assumed sustained TFLOP/s")
     p.add_argument("--out", help="JSON file to write")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for kv in args.images_per_s:
+        table, _, speed = kv.partition("=")
+        if table not in DATA or not speed.replace(".", "", 1).isdigit() or float(speed) <= 0:
+            p.error(f"--images-per-s {kv!r}: write TABLE=SPEED, TABLE one of {sorted(DATA)}")
+    return args
 
 
 if __name__ == "__main__":
