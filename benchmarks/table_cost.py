@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -25,53 +25,57 @@ from torch.utils.flop_counter import FlopCounterMode
 from drmm.config import preset
 from drmm.model import DRMM
 from drmm.reproduce import PAPER, TABLES
-from drmm.train import make_optimizer, step_terms
+from drmm.train import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, run as a script
+from step_throughput import time_steps  # noqa: E402
 
 # table -> (channels, image size, N_U: the unlabeled training set of the paper)
 DATA = {"table1": (1, 28, 60000), "table3": (3, 32, 73257), "table4": (3, 32, 50000)}
 
 
 def step_setup(table: str, batch: int, device: torch.device):
+    """The table's network and optimiser, and one random batch (labeled half, labels, unlabeled
+    half), in the order `step_throughput.time_steps` takes them."""
     cfg = preset(TABLES[table].preset)
     channels, size, _ = DATA[table]
     cfg.model.in_channels, cfg.model.image_size = channels, size
     torch.manual_seed(0)
     model = DRMM(cfg.model).to(device, memory_format=torch.channels_last)
-    opt, _ = make_optimizer(model, cfg, 10**6)
+    opt, sched = make_optimizer(model, cfg, 10**6)
     x = torch.rand(batch, channels, size, size, device=device)  # (B, C, H, W)
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, cfg.model.num_classes, (batch // 2,), device=device)  # (B/2,)
-    return model, cfg, opt, (x[: batch // 2], y, x[batch // 2:])
-
-
-def train_step(model, cfg, opt, batch) -> None:
-    terms = step_terms(model, cfg, *batch)
-    opt.zero_grad(set_to_none=True)
-    terms["loss"].backward()
-    opt.step()
+    return model, cfg, opt, sched, (x[: batch // 2], y, x[batch // 2:])
 
 
 def flops_per_image(table: str, batch: int) -> float:
-    model, cfg, opt, data = step_setup(table, batch, torch.device("cpu"))
     with FlopCounterMode(display=False) as counter:
-        train_step(model, cfg, opt, data)
+        time_steps(*step_setup(table, batch, torch.device("cpu")), steps=1)
     return counter.get_total_flops() / batch
 
 
 def measure_images_per_s(table: str, batch: int, device: torch.device, steps: int) -> float:
-    model, cfg, opt, data = step_setup(table, batch, device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    train_step(model, cfg, opt, data)  # warm-up
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, cfg, opt, data)
-    sync()
-    return steps * batch / (time.perf_counter() - t0)
+    setup = step_setup(table, batch, device)
+    time_steps(*setup, steps=1)  # warm-up
+    return batch / time_steps(*setup, steps=steps)
+
+
+def table_speed(text: str) -> tuple[str, float]:
+    """argparse type of one --images-per-s item: TABLE=SPEED."""
+    table, _, speed = text.partition("=")
+    try:
+        value = float(speed)
+    except ValueError:
+        value = 0.0
+    if table not in DATA or not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write TABLE=SPEED, TABLE one of {sorted(DATA)}, SPEED > 0")
+    return table, value
 
 
 def main(args) -> dict:
-    given = dict(kv.split("=", 1) for kv in args.images_per_s)
+    given = dict(args.images_per_s)
     device = torch.device(args.device)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__, "tables": {}}
@@ -81,7 +85,7 @@ def main(args) -> dict:
         images_per_run = PAPER["epochs"] * 2 * n_unlabeled
         flops = flops_per_image(table, args.batch)
         if table in given:
-            speed, source = float(given[table]), "given"
+            speed, source = given[table], "given"
         elif args.time:
             steps = 3 if table != "table1" and device.type == "cpu" else 20
             speed, source = measure_images_per_s(table, args.batch, device, steps), "measured"
@@ -114,17 +118,12 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=3, help="seeds per table cell")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--time", action="store_true", help="measure images/s here (CPU: ~2 min)")
-    p.add_argument("--images-per-s", nargs="*", default=[], metavar="TABLE=SPEED",
+    p.add_argument("--images-per-s", nargs="*", default=[], type=table_speed, metavar="TABLE=SPEED",
                    help="known training speeds, e.g. table1=850 table4=30")
     p.add_argument("--tflops", type=float,
                    help="else: price the tables at this assumed sustained TFLOP/s")
     p.add_argument("--out", help="JSON file to write")
-    args = p.parse_args(argv)
-    for kv in args.images_per_s:
-        table, _, speed = kv.partition("=")
-        if table not in DATA or not speed.replace(".", "", 1).isdigit() or float(speed) <= 0:
-            p.error(f"--images-per-s {kv!r}: write TABLE=SPEED, TABLE one of {sorted(DATA)}")
-    return args
+    return p.parse_args(argv)
 
 
 if __name__ == "__main__":

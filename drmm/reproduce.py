@@ -27,13 +27,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from drmm.config import Config, apply_overrides, preset, validate
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
-
-if TYPE_CHECKING:  # drmm.config imports torch: kept out of `drmm --help`
-    from drmm.config import Config
 
 # ----------------------------------------------------------------------------------------------
 # The tables: rows (loss-weight overrides of the data set's preset) and the paper's numbers.
@@ -145,8 +142,6 @@ class Run:
 def plan(table_name: str, schedule: str, rows: list[str], labels: list[int], seeds: list[int],
          out: Path, overrides: dict, free: dict) -> list[Run]:
     """Every run of the selection, its config built as preset < schedule < row < overrides."""
-    from drmm.config import apply_overrides, preset, validate
-
     table = TABLES[table_name]
     runs = []
     for row in rows:

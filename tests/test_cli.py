@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from drmm.cli import build_parser, main
 from drmm.data.preprocess import PREPROCESS
@@ -58,7 +59,7 @@ def test_every_preprocess_mode_is_offered_on_the_command_line(mode):
     assert args.preprocess == mode
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_asked_for_without_cuda_is_one_clear_error():
     from drmm.errors import DRMMError, require_device
 
