@@ -1,9 +1,9 @@
-"""Checkpoints: written atomically (temporary file, flush, fsync, rename), loaded safely.
+"""Checkpoints: written atomically (drmm.files.atomic_write), loaded safely.
 
 Writing: the state goes to a temporary file beside the target, is flushed and fsync'ed, then
 renamed over the target, and the folder is fsync'ed so the rename itself survives a power cut. A
 crash or a full disk at any moment leaves the previous checkpoint intact; a leftover temporary
-file is removed by `remove_stale_temporaries` when the run is resumed.
+file is removed by `drmm.files.remove_stale_temporaries` when the run is resumed.
 
 Loading uses torch.load(weights_only=True): a checkpoint holds tensors and plain Python values
 only (dicts, lists, tuples, numbers, strings), so a file from the internet cannot run code when
@@ -12,79 +12,37 @@ it is opened; one that carries any other pickled object is refused with a DRMMEr
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from drmm.errors import DRMMError
+from drmm.files import atomic_write, require_file
 
-TMP_SUFFIX = ".tmp"
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(file) on a temporary file beside path, then rename it over path.
-
-    Any OSError (a full disk, a read-only folder) becomes a DRMMError naming the file; the
-    temporary file is removed and the previous copy of path, if any, is untouched.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(path.parent)
-    except OSError as e:
-        raise DRMMError(f"cannot write {path} ({e.strerror or e}); the previous copy, if any, is"
-                        " kept: free disk space or fix the folder's permissions, then resume"
-                        ) from e
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in folder durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Delete the temporary files a killed atomic_write(path) left behind; returns them."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f"{path.name}.*{TMP_SUFFIX}"))
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
+CHECKPOINT = "checkpoint.pt"  # the file inside a run folder
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """The dict saved at path; refuses pickled code and reports corrupt files as DRMMError."""
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its checkpoint.pt): the file, checked to exist."""
     path = Path(path)
-    if not path.is_file():
-        raise DRMMError(f"checkpoint {path} does not exist; check the path")
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise DRMMError(f"folder {path} holds no {CHECKPOINT}; pass a drmm run folder or a"
+                            " checkpoint file")
+        return path / CHECKPOINT
+    return require_file(path, "checkpoint", "pass a drmm run folder or its checkpoint.pt")
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The dict saved at path (a file or a run folder); refuses pickled code and reports
+    corrupt files as DRMMError."""
+    path = resolve_checkpoint(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
@@ -122,8 +80,17 @@ def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+def state_dict_problem(e: BaseException, limit: int = 300) -> str:
+    """torch's load_state_dict error in one line: which keys are missing, unexpected or of
+    another shape (its first line alone, "Error(s) in loading state_dict", says nothing)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    detail = "; ".join(lines[1:]) if len(lines) > 1 else first_line(e)
+    return detail if len(detail) <= limit else detail[:limit - 3] + "..."
+
+
 def load_trained_model(path: str | Path):
-    """(model, config) of a drmm checkpoint, the weights loaded; a DRMMError if it is not one."""
+    """(model, config, state) of a drmm checkpoint or run folder, the model in eval mode (its
+    BatchNorm running statistics in use and left alone); a DRMMError if it is not one."""
     from drmm.config import Config
     from drmm.model import DRMM
 
@@ -137,5 +104,6 @@ def load_trained_model(path: str | Path):
         model.load_state_dict(state["model"])
     except (ValueError, RuntimeError) as e:
         raise DRMMError(f"{path}: the weights do not fit the config stored with them"
-                        f" ({first_line(e)}); the file is damaged or not from this version") from e
-    return model, cfg
+                        f" ({state_dict_problem(e)}); the file is damaged or not from this"
+                        " version") from e
+    return model.eval(), cfg, state

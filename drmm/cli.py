@@ -1,6 +1,8 @@
-"""The `drmm` command line: train and eval.
+"""drmm: semi-supervised learning with the Deep Rendering Mixture Model (Nguyen et al., 2016).
 
-User errors (bad paths, checksums, arguments) print one line and exit with code 2.
+The command line: train, eval, predict, and the paper's experiments (reproduce, render,
+analyze, sample). User errors (bad paths, checksums, arguments) print one line and exit with
+code 2.
 """
 
 from __future__ import annotations
@@ -10,21 +12,33 @@ import importlib
 import sys
 from pathlib import Path
 
+from drmm import __version__
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError, require_device
+from drmm.files import require_dir
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func; heavy imports stay inside the command functions so `drmm --help` is fast.
-COMMAND_MODULES: list[str] = ["drmm.reproduce", "drmm.synthetic.cli", "drmm.analysis.cli",
-                               "drmm.sample"]
+COMMAND_MODULES: list[str] = ["drmm.predict", "drmm.reproduce", "drmm.synthetic.cli",
+                               "drmm.analysis.cli", "drmm.sample"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     # Flags default to None so that only the ones given override the preset and --config.
     p.add_argument("--dataset",
-                   help="digits (bundled, default), mnist, svhn, cifar10, or npz:PATH"
-                        " (prepared arrays)")
-    p.add_argument("--labels", type=int, help="N_L, labeled images (multiple of the classes)")
+                   help="digits (bundled, default), mnist, svhn, cifar10, npz:PATH (prepared"
+                        " arrays) or folder:DIR (your images: DIR/labeled/<class>/,"
+                        " DIR/unlabeled/, DIR/test/<class>/)")
+    p.add_argument("--labels", type=int,
+                   help="N_L: draw this many labeled images, class-balanced (a multiple of the"
+                        " classes); default for npz: and folder: data: every labeled image")
+    p.add_argument("--labeled-indices", metavar="FILE",
+                   help=".npy or text file (one index a line): exactly these training images"
+                        " are labeled")
+    p.add_argument("--channels", type=int, choices=[1, 3],
+                   help="folder:DIR: decode as grayscale (1) or RGB (3); default from the files")
+    p.add_argument("--image-size", type=int, metavar="S",
+                   help="folder:DIR: resize every image to S x S pixels")
     p.add_argument("--epochs", type=int, help="passes over the unlabeled set (preset default)")
     p.add_argument("--seed", type=int, help="seeds the split, init and data order (default 0)")
     p.add_argument("--data-dir", help="folder with local copies of the data / download target")
@@ -71,15 +85,17 @@ def config_from_args(args, base=None):
     """Preset for the dataset (or `base`, a resumed run's config) < --config YAML < flags."""
     from drmm.config import apply_overrides, load_yaml, preset
 
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise DRMMError(f"--data-dir {args.data_dir} does not exist; pass an existing folder")
+    if args.data_dir is not None:
+        require_dir(args.data_dir, "--data-dir", "pass an existing folder")
     cfg = base if base is not None else preset(args.dataset or "digits")
     if base is not None and args.dataset is not None:
         cfg.train.dataset = args.dataset
     if args.config:
         apply_overrides(cfg, load_yaml(args.config), source=args.config)
     flags = {
-        "train": dict(labels=args.labels, epochs=args.epochs, seed=args.seed,
+        "train": dict(labels=args.labels, labeled_indices=args.labeled_indices,
+                      channels=args.channels, image_size=args.image_size,
+                      epochs=args.epochs, seed=args.seed,
                       data_dir=args.data_dir, device=args.device, optimizer=args.optimizer,
                       lr=args.lr, lr_final=args.lr_final, schedule=args.schedule,
                       batch_size=args.batch_size,
@@ -90,6 +106,8 @@ def config_from_args(args, base=None):
     }
     apply_overrides(cfg, {s: {k: v for k, v in d.items() if v is not None}
                           for s, d in flags.items()}, source="command line")
+    if args.labeled_indices is not None and args.labels is None:
+        cfg.train.labels = None  # the file says how many; a preset's count does not apply
     if args.supervised_only:
         cfg.train.supervised_only = True
     if args.sync_bn:
@@ -125,26 +143,33 @@ def cmd_train(args) -> int:
         base = Config.from_dict(load_run_state(Path(out) / CHECKPOINT)["config"])
     metrics = train(config_from_args(args, base), out, resume=bool(args.resume),
                     progress=not args.quiet, force_resume=args.force_resume)
-    print(f"test error {100 * metrics['test_error']:.2f} % after {metrics['epochs']} epochs"
+    from drmm.train import describe_error
+
+    print(f"{describe_error(metrics['test_error'])} after {metrics['epochs']} epochs"
           f" ({metrics['labels']} labels, seed {metrics['seed']}); run saved in {out}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from drmm.checkpoint import load_trained_model
-    from drmm.data import load_dataset
+    from drmm.data import load_run_data
     from drmm.evaluate import test_error
 
-    model, cfg = load_trained_model(args.checkpoint)
     require_device(args.device)
-    # The model was trained on inputs transformed this way (statistics of the training images).
-    data = load_dataset(args.dataset or cfg.train.dataset, args.data_dir,
-                        verify=not args.no_verify, preprocess=cfg.train.preprocess)
+    model, cfg, state = load_trained_model(args.checkpoint)
+    data = load_run_data(cfg, state, args.dataset, args.data_dir, verify=not args.no_verify)
+    if not data.has_test:
+        raise DRMMError(f"data set {data.name} has no test set to evaluate on; give one (npz:"
+                        " x_test / y_test, folder: DIR/test/<class>/)")
     try:
         model.check_input(data.x_test[:1])
     except ValueError as e:
         raise DRMMError(f"{args.checkpoint} was trained on {cfg.train.dataset}, and {data.name}"
                         f" does not fit it ({e}); pass the run's own --dataset") from e
+    k = cfg.model.num_classes
+    if data.num_classes != k:
+        raise DRMMError(f"{args.checkpoint} is a {k}-class model and {data.name} has"
+                        f" {data.num_classes} classes; evaluate on data with the run's classes")
     err = test_error(model.to(args.device), data.x_test.to(args.device),
                      data.y_test.to(args.device))
     print(f"test error {100 * err:.2f} % ({len(data.x_test)} test images)")
@@ -152,13 +177,17 @@ def cmd_eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drmm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="drmm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="semi-supervised training (hard EM)")
     add_train_args(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval", help="test error of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("eval", help="print the test error of a trained run",
+                       description="Print the test error (%%) of a trained run on a data set's"
+                                   " test images, with the BatchNorm running statistics, and"
+                                   " how many test images it used.")
+    p.add_argument("--checkpoint", required=True, help="a drmm run folder or its checkpoint.pt")
     p.add_argument("--dataset", help="defaults to the checkpoint's data set")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")

@@ -20,16 +20,20 @@ import yaml
 
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
+from drmm.files import require_file
 from drmm.losses import KL_MODES, LossConfig
 from drmm.model import ARCHS, ModelConfig
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "digits"  # digits | mnist | svhn | cifar10 | npz:PATH
+    dataset: str = "digits"  # digits | mnist | svhn | cifar10 | npz:PATH | folder:DIR
     data_dir: str | None = None  # local copies / download target; None = ~/.cache/drmm
     preprocess: str = "none"  # none ([0, 1]) | standardize | gcn | zca; see drmm/data/preprocess.py
-    labels: int = 50  # N_L, labeled training images (class-balanced)
+    labels: int | None = 50  # N_L, labeled images drawn class-balanced; None: all the data label
+    labeled_indices: str | None = None  # file (.npy / text) naming exactly the labeled images
+    channels: int | None = None  # folder:DIR: 1 gray, 3 RGB; None: RGB if any file is in colour
+    image_size: int | None = None  # folder:DIR: resize every image to this square size, pixels
     epochs: int = 30  # an epoch = one pass over the unlabeled set (= training set)
     batch_size: int = 100  # images per step: half labeled, half unlabeled
     optimizer: str = "sgd"  # sgd (the paper) | adam
@@ -106,10 +110,19 @@ PRESETS: dict[str, dict] = {
                       preprocess="standardize"),
     },
     # Any prepared-arrays file (`--dataset npz:PATH`); channels and size are read off the data.
+    # labels None: every image the file labels (-1 marks the unlabeled ones); --labels N draws N.
     "npz": {
         "model": dict(arch="conv_small"),
         "loss": MNIST_WEIGHTS,
-        "train": dict(labels=100, epochs=20, lr=0.2, lr_final=1e-4),
+        "train": dict(labels=None, epochs=20, lr=0.2, lr_final=1e-4),
+    },
+    # The user's own images (`--dataset folder:DIR`, drmm/data/folder.py): the labeled/ images
+    # are the labeled set. The MNIST recipe, our best on 2 CPU cores (README, "MNIST").
+    "folder": {
+        "model": dict(arch="conv_small"),
+        "loss": MNIST_WEIGHTS,
+        "train": dict(labels=None, epochs=20, optimizer="adam", lr=1e-3, lr_final=1e-5,
+                      schedule="cosine"),
     },
 }
 
@@ -160,11 +173,12 @@ def checked_value(value, hint, name: str, source: str):
 
 
 def preset(dataset: str) -> Config:
-    """Defaults for a data set name, or for `npz:PATH`."""
-    key = "npz" if dataset.startswith("npz:") else dataset
-    if key not in PRESETS or key == "npz" and dataset == "npz":
-        names = sorted(k for k in PRESETS if k != "npz")
-        raise DRMMError(f"unknown dataset {dataset!r}; choose one of {names} or npz:PATH")
+    """Defaults for a data set name, or for `npz:PATH` / `folder:DIR`."""
+    key = dataset.split(":", 1)[0] if dataset.startswith(("npz:", "folder:")) else dataset
+    if key not in PRESETS or key in ("npz", "folder") and ":" not in dataset:
+        names = sorted(k for k in PRESETS if k not in ("npz", "folder"))
+        raise DRMMError(f"unknown dataset {dataset!r}; choose one of {names}, npz:PATH or"
+                        " folder:DIR")
     cfg = Config()
     apply_overrides(cfg, PRESETS[key], source=f"preset {key}")
     cfg.train.dataset = dataset
@@ -172,12 +186,15 @@ def preset(dataset: str) -> Config:
 
 
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DRMMError(f"config file {path} does not exist; check the --config path")
+    path = require_file(path, "config file", "check the --config path")
     try:
         d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+    except yaml.MarkedYAMLError as e:  # knows where: say the line and column, and what
+        mark = e.problem_mark or e.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(filter(None, [e.context, e.problem]))
+        raise DRMMError(f"config file {path}{where}: not valid YAML ({what})") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise DRMMError(f"config file {path} is not valid YAML: {e}".splitlines()[0]) from e
     if not isinstance(d, dict):
         raise DRMMError(f"config file {path} must hold a mapping of sections (model/loss/train)")
@@ -191,8 +208,12 @@ def validate(cfg: Config) -> None:
         raise DRMMError(f"arch {m.arch!r} unknown; use one of {sorted(ARCHS)}")
     if not (m.bn_eps > 0 and 0 < m.bn_momentum <= 1):
         raise DRMMError("model.bn_eps must be > 0 and model.bn_momentum in (0, 1]")
-    if t.labels < 1:
+    if t.labels is not None and t.labels < 1:
         raise DRMMError(f"labels {t.labels}: need a positive number of labeled images")
+    if t.channels not in (None, 1, 3):
+        raise DRMMError(f"channels {t.channels}: use 1 (grayscale) or 3 (RGB)")
+    if t.image_size is not None and t.image_size < 1:
+        raise DRMMError(f"image_size {t.image_size} must be a positive number of pixels")
     if t.seed < 0:
         raise DRMMError(f"seed {t.seed} must be 0 or more")
     if t.log_every < 1 or t.eval_batch_size < 1 or t.checkpoint_every < 0:

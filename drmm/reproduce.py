@@ -240,7 +240,7 @@ def read_json(path: Path):
 
 
 def write_text(path: Path, text: str) -> None:
-    from drmm.checkpoint import atomic_write
+    from drmm.files import atomic_write
 
     atomic_write(path, lambda f: f.write(text.encode()))
 

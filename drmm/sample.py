@@ -12,14 +12,13 @@ Each image is min-max scaled for display: rendered templates have no fixed inten
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from drmm.errors import DRMMError, require_device
+from drmm.files import check_out_file
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="generate images top-down from a trained DRMM")
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of a drmm run")
+    p.add_argument("--checkpoint", required=True, help="a drmm run folder or its checkpoint.pt")
     p.add_argument("--n-per-class", type=int, default=10, help="images per class (default 10)")
     p.add_argument("--out", required=True, help="output FILE.png")
     p.add_argument("--dataset", help="data for the switch prior (default: the run's data set)")
@@ -34,34 +33,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_sample)
 
 
-def class_names(dataset: str, k: int) -> list[str]:
-    """The npz's class_names if it has them (drmm render writes them), else class 0..K-1."""
-    if dataset.startswith("npz:"):
-        import numpy as np
-
-        with np.load(dataset[4:], allow_pickle=False) as f:
-            if "class_names" in f.files and len(f["class_names"]) == k:
-                return [str(s) for s in f["class_names"]]
-    return [f"class {c}" for c in range(k)]
-
-
 def cmd_sample(args) -> int:
     import torch
 
-    from drmm.analysis.cli import load_model
     from drmm.analysis.sampling import fit_switch_prior, sample_images
-    from drmm.data import load_dataset
+    from drmm.checkpoint import load_trained_model
+    from drmm.data import load_run_data
     from drmm.evaluate import save_image_grid, save_reconstructions
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise DRMMError(f"--out {out} must end in .png")
+    out = check_out_file(args.out, suffix=".png")
     if args.n_per_class < 1 or args.prior_images < 1 or args.components < 1:
         raise DRMMError("--n-per-class, --prior-images and --components must be at least 1")
     require_device(args.device)
-    model, cfg = load_model(args.checkpoint, args.device)
+    model, cfg, state = load_trained_model(args.checkpoint)
+    model = model.to(args.device)
+    if cfg.train.supervised_only:
+        raise DRMMError(f"{args.checkpoint} is a --supervised-only run (a DCN): it never learned"
+                        " to render, so its samples would be noise; sample from a DRMM run")
     dataset = args.dataset or cfg.train.dataset
-    data = load_dataset(dataset, args.data_dir, preprocess=cfg.train.preprocess)
+    data = load_run_data(cfg, state, dataset, args.data_dir)
     try:
         model.check_input(data.x_train[:1])
     except ValueError as e:
@@ -74,13 +64,14 @@ def cmd_sample(args) -> int:
     dev_gen = torch.Generator(device=args.device).manual_seed(args.seed)
     classes = torch.arange(k, device=args.device).repeat_interleave(args.n_per_class)  # (K*n,)
     images = sample_images(model, prior, classes, dev_gen)  # (K*n, C, H, W)
-    names = class_names(dataset, k)
+    names = data.class_names if data.num_classes == k else [str(c) for c in range(k)]
     rows = list(images.view(k, args.n_per_class, *images.shape[1:]))
     titles = [f"{names[c]} (switch prior from {int(prior.counts[c])} images)" if prior.counts[c]
               else f"{names[c]} (no image assigned: prior from all images)" for c in range(k)]
     save_image_grid(rows, out, titles)
     recon = out.with_name(out.stem + "_reconstructions.png")
-    n = min(10, len(data.x_test))
-    save_reconstructions(model, data.x_test[:n].to(args.device), recon, n=n)
+    shown = data.x_test if data.has_test else data.x_train  # (M, C, H, W)
+    n = min(10, len(shown))
+    save_reconstructions(model, shown[:n].to(args.device), recon, n=n)
     print(f"wrote {out} ({args.n_per_class} samples per class) and {recon}")
     return 0

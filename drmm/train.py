@@ -34,21 +34,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from drmm import distributed
-from drmm.checkpoint import (
-    atomic_write,
-    first_line,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from drmm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, state_dict_problem
 from drmm.config import Config, validate
-from drmm.data import Dataset, check_dataset, labeled_split, load_dataset
+from drmm.data import Dataset, check_dataset, choose_labeled, load_dataset, read_indices
 from drmm.errors import DRMMError, require_device
 from drmm.evaluate import save_reconstructions, test_error
+from drmm.files import atomic_write, check_out_dir, remove_stale_temporaries
 from drmm.losses import drmm_objective
 from drmm.model import DRMM, BottomUp, Switches, feature_sizes
 
-CHECKPOINT = "checkpoint.pt"
 # 1: epoch ends only (model, optimizer, scheduler, epoch, rng{torch, data}, history, ...);
 # 2: adds the position inside an epoch, the partial sums and every RNG state.
 CHECKPOINT_FORMAT = 2
@@ -142,8 +136,10 @@ def prepare(cfg: Config, data: Dataset | None = None):
     """
     validate(cfg)
     t = cfg.train
-    data = data if data is not None else load_dataset(t.dataset, t.data_dir, verify=t.verify,
-                                                      preprocess=t.preprocess)
+    given = read_indices(t.labeled_indices) if t.labeled_indices else None  # before the data
+    if data is None:
+        data = load_dataset(t.dataset, t.data_dir, verify=t.verify, preprocess=t.preprocess,
+                            channels=t.channels, image_size=t.image_size)
     check_dataset(data)
     c, h, w = data.image_shape
     if h != w:
@@ -155,7 +151,7 @@ def prepare(cfg: Config, data: Dataset | None = None):
                         f" ({e}); choose another --arch or resize the images") from e
     cfg.model.in_channels, cfg.model.image_size = c, h
     cfg.model.num_classes = data.num_classes
-    labeled = labeled_split(data.y_train.numpy(), t.labels, data.num_classes, t.seed)
+    labeled = choose_labeled(data.y_train.numpy(), data.num_classes, t.labels, t.seed, given)
     return data, labeled
 
 
@@ -166,7 +162,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
     resume: continue the run in out_dir from its checkpoint (refused if the config changed,
     unless force_resume, which continues anyway after listing the changes).
     """
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)  # a bad --out fails now, not after loading the data
     t = cfg.train
     if resume:
         state = load_run_state(out / CHECKPOINT)
@@ -196,7 +192,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     x_train = data.x_train.to(device).contiguous(memory_format=layout)  # whole set on device
     y_train = data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    x_test = data.x_test.to(device) if data.has_test else None  # (M, C, H, W) or no test set
+    y_test = data.y_test.to(device) if data.has_test else None  # (M,)
     labeled_t = torch.from_numpy(labeled)
     half = t.batch_size // 2
     n_unl = len(x_train)
@@ -217,7 +214,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise DRMMError(f"{out / CHECKPOINT} does not fit this config ({first_line(e)});"
+            raise DRMMError(f"{out / CHECKPOINT} does not fit this config"
+                            f" ({state_dict_problem(e)});"
                             " resume with the run's own settings") from e
         set_rng_states(state["rng"], device)
         gen.set_state(state["data_rng"])  # the generator as it was at the epoch's start
@@ -282,6 +280,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
             "epoch_seconds": epoch_before + time.perf_counter() - t0,
             "n_train": n_unl,
             "config": cfg.to_dict(),
+            "class_names": data.class_names,
+            "preprocess": data.preprocessor.state_dict(),  # to transform new images alike
             "labeled_indices": labeled_t,
             "rng": get_rng_states(device),
             "history": history,
@@ -355,7 +355,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                     save(epoch, step + 1, epoch_rng)
             seconds = max(time.perf_counter() - t0, 1e-9)
             images = (steps_per_epoch - first) * (half if t.supervised_only else 2 * half)
-            err = test_error(model, x_test, y_test, t.eval_batch_size)
+            err = test_error(model, x_test, y_test, t.eval_batch_size) if data.has_test else None
             record = {
                 "epoch": epoch + 1,
                 "test_error": err,
@@ -367,7 +367,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                 "wall_seconds": time.perf_counter() - wall0,
             }
             history.append(record)
-            bar.write(f"epoch {epoch + 1}: test error {100 * err:.2f} %  {fmt(means)}"
+            bar.write(f"epoch {epoch + 1}: {describe_error(err)}  {fmt(means)}"
                       f"  ({record['images_per_s']:.0f} img/s)")
             sums, good, epoch_skipped, epoch_before, t0 = {}, 0, 0, 0.0, time.perf_counter()
             save(epoch + 1, 0, gen.get_state())
@@ -381,7 +381,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                                 ) from e
             if writer is not None:
                 for k, v in record.items():
-                    writer.add_scalar(k, v, epoch + 1)
+                    if v is not None:
+                        writer.add_scalar(k, v, epoch + 1)
                 writer.flush()
     finally:
         bar.close()
@@ -389,11 +390,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
             writer.close()
         distributed.cleanup(dist)
 
+    errors = [r["test_error"] for r in history if r["test_error"] is not None]
     metrics = {
-        "test_error": history[-1]["test_error"],
-        "best_test_error": min(r["test_error"] for r in history),  # read off the test set
+        "test_error": history[-1]["test_error"],  # None: no test set
+        "best_test_error": min(errors) if errors else None,  # read off the test set
         "epochs": t.epochs,
-        "labels": t.labels,
+        "labels": len(labeled),  # the labeled images used, however they were chosen
         "seed": t.seed,
         "dataset": t.dataset,
         "arch": cfg.model.arch,
@@ -405,7 +407,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
     if is_main:
         atomic_write(out / "metrics.json",
                      lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-        save_reconstructions(model, x_test, out / "reconstructions.png")
+        shown = x_test if x_test is not None else x_train  # (n, C, H, W)
+        save_reconstructions(model, shown, out / "reconstructions.png")
     return metrics
 
 
@@ -492,6 +495,10 @@ def position(epoch: int, step: int, steps_per_epoch: int) -> str:
     if step == 0:
         return f"end of epoch {epoch}" if epoch else "start of the run"
     return f"epoch {epoch + 1}, step {step} of {steps_per_epoch}"
+
+
+def describe_error(err: float | None) -> str:
+    return "no test set" if err is None else f"test error {100 * err:.2f} %"
 
 
 def fmt(means: dict[str, float]) -> str:

@@ -239,7 +239,7 @@ def test_standardize_uses_training_statistics_only():
     mean = x_train.mean(dim=(0, 2, 3))
     std = x_train.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=False)
     expected_test = (x_test - mean[:, None, None]) / std[:, None, None]
-    tr, te = apply_preprocess(x_train.clone(), x_test.clone(), "standardize")
+    tr, te, _ = apply_preprocess(x_train.clone(), x_test.clone(), "standardize")
     torch.testing.assert_close(tr.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(tr.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=False),
                                torch.ones(3), atol=1e-4, rtol=0)
@@ -251,7 +251,7 @@ def test_standardize_constant_channel_stays_finite():
     x = torch.rand(10, 2, 3, 3)
     x[:, 1] = 0.25
     mean, std = channel_stats(x)
-    tr, _ = apply_preprocess(x.clone(), x[:2].clone(), "standardize")
+    tr, _, _ = apply_preprocess(x.clone(), x[:2].clone(), "standardize")
     assert std[1] == 1.0 and torch.isfinite(tr).all() and tr[:, 1].abs().max() == 0
 
 
@@ -269,7 +269,7 @@ def test_zca_whitens_with_the_ladder_recipe():
     e, v = torch.linalg.eigh(cov)
     p_ref = v @ torch.diag((e.clamp_min(0) + 0.1).rsqrt()) @ v.T
     gcn_test = contrast_normalize(x_test.clone()).reshape(100, -1).double()
-    tr, te = apply_preprocess(x_train.clone(), x_test.clone(), "zca")
+    tr, te, _ = apply_preprocess(x_train.clone(), x_test.clone(), "zca")
     torch.testing.assert_close(te.reshape(100, -1).double(), (gcn_test - mu) @ p_ref,
                                atol=2e-3, rtol=2e-3)
     # The whitened training covariance is V diag(e / (e + 0.1)) V^T: near 1 on strong directions.
@@ -282,7 +282,7 @@ def test_zca_whitens_with_the_ladder_recipe():
 
 def test_gcn_centres_and_scales_each_image_alone():
     x_train, x_test = torch.rand(20, 3, 4, 4) + torch.rand(20, 1, 1, 1), torch.rand(5, 3, 4, 4)
-    tr, te = apply_preprocess(x_train.clone(), x_test.clone(), "gcn")
+    tr, te, _ = apply_preprocess(x_train.clone(), x_test.clone(), "gcn")
     for x in (tr, te):
         flat = x.reshape(len(x), -1)
         torch.testing.assert_close(flat.mean(1), torch.zeros(len(x)), atol=1e-5, rtol=0)

@@ -54,7 +54,10 @@ def bad(key, value):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: {k: v for k, v in d.items() if k != "y_test"}, "missing keys \\['y_test'\\]"),
+    (lambda d: {k: v for k, v in d.items() if k != "y_train"}, "missing keys \\['y_train'\\]"),
+        (lambda d: {k: v for k, v in d.items() if k != "y_test"}, "x_test / y_test without"),
+        (bad("y_train", lambda d: d["y_train"] - 2), "below -1"),
+        (bad("y_train", lambda d: np.full_like(d["y_train"], -1)), "every y_train label is -1"),
     (bad("x_train", lambda d: d["x_train"].astype(np.float32)), "must be uint8"),
     (bad("x_train", lambda d: d["x_train"][..., :2]), "C = 1 or 3"),
     (bad("x_train", lambda d: d["x_train"].reshape(40, -1)), "expected \\(N, H, W\\)"),

@@ -430,7 +430,7 @@ def test_yaml_numbers_written_as_1e_3_are_read_as_floats(tmp_path):
 
 @pytest.mark.parametrize("extra,arrays,msg", [
     (["--labels", "10"], {}, "not divisible by the 4 classes"),
-    (["--labels", "400"], {}, "more than the 80 training images"),
+    (["--labels", "400"], {}, "more than the 80 labeled training images"),
     (["--batch-size", "21"], {}, "must be even"),
     (["--batch-size", "400"], {}, "larger than twice the training set"),
     (["--arch", "conv_large"], {}, "--arch conv_large cannot take 8x8 images"),
@@ -439,7 +439,7 @@ def test_yaml_numbers_written_as_1e_3_are_read_as_floats(tmp_path):
     ([], {"x_train": tiny_arrays()["x_train"].astype(np.float32)},
      "x_train has dtype float32; images must be uint8"),
     ([], {"y_train": np.full(80, 500)}, "labels go up to 500 but there are only 80"),
-    ([], {"y_train": np.full(80, 3)}, "classes [0, 1, 2] have no training image"),
+    ([], {"y_train": np.full(80, 3)}, "classes [0, 1, 2] have no labeled training image"),
     ([], {"y_test": -np.ones(24, np.int64)}, "y_test has negative labels"),
     ([], {"y_train": np.arange(80) % 4.0}, "labels must be integers"),
     ([], {"y_train": np.zeros(79, np.int64)}, "expected (80,), one label per image"),

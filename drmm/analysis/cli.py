@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 
 from drmm.errors import DRMMError, require_device
+from drmm.files import check_out_dir
 
 COLUMNS = ("model", "layer", "latent", "error", "chance", "layer_name")
 
@@ -46,8 +47,8 @@ def default_names(configs) -> list[str]:
 def load_model(path: str, device: str):
     from drmm.checkpoint import load_trained_model
 
-    model, cfg = load_trained_model(path)
-    return model.to(device).eval(), cfg
+    model, cfg, _ = load_trained_model(path)
+    return model.to(device), cfg
 
 
 def load_latents(data: str):
@@ -65,7 +66,7 @@ def load_latents(data: str):
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    from drmm.checkpoint import atomic_write
+    from drmm.files import atomic_write
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -86,6 +87,7 @@ def cmd_analyze(args) -> int:
     if args.max_images < 0 or 0 < args.max_images < 40:
         raise DRMMError(f"--max-images {args.max_images}: use 0 (all) or at least 40")
     require_device(args.device)
+    check_out_dir(args.out)
     z, z_names = load_latents(args.data)
     loaded = [load_model(p, args.device) for p in args.checkpoint]
     names = args.names or default_names([c for _, c in loaded])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drmm.checkpoint import atomic_write
+from drmm.files import atomic_write
 
 
 def plot_decoding(rows: list[dict], path: str | Path) -> None:

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from drmm.checkpoint import atomic_write
 from drmm.errors import DRMMError
+from drmm.files import atomic_write
 
 # The paper's Table 5: test error (%) on its Blender set, ConvLarge 9-layer networks, N_U = 50K.
 PAPER = {"Conv Large 9-layer (DCN)": {4000: 23.44, 50000: 2.63},

@@ -5,41 +5,59 @@ Small data sets live whole on the training device and are batched by index (no D
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from drmm.data.cifar10 import load_cifar10
 from drmm.data.digits import load_digits_arrays
+from drmm.data.folder import load_folder
 from drmm.data.mnist import load_mnist
-from drmm.data.npz import load_npz
-from drmm.data.preprocess import PREPROCESS, apply_preprocess
-from drmm.data.split import labeled_split
+from drmm.data.npz import UNLABELED, load_npz
+from drmm.data.preprocess import PREPROCESS, Preprocessor, apply_preprocess
+from drmm.data.split import choose_labeled, labeled_split, read_indices
 from drmm.data.svhn import load_svhn
 from drmm.errors import DRMMError
 
-__all__ = ["DATASETS", "Dataset", "check_dataset", "labeled_split", "load_dataset"]
+__all__ = ["DATASETS", "UNLABELED", "Dataset", "Preprocessor", "check_dataset", "choose_labeled",
+           "labeled_split", "load_dataset", "load_run_data", "read_indices", "to_tensor_images"]
 
 # name -> loader(data_dir, verify=...) returning uint8 images and integer labels; `verify`
 # md5-checks cached files each time they are read (downloads are always checked).
 DATASETS = {"digits": lambda data_dir, verify=True: load_digits_arrays(), "mnist": load_mnist,
             "svhn": load_svhn, "cifar10": load_cifar10}
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"]
+PREFIXES = ("npz:", "folder:")  # data sets named by a path
 
 
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32: in [0, 1], or as `preprocess` left it
-    y_train: torch.Tensor  # (N,) int64
-    x_test: torch.Tensor  # (M, C, H, W) float32
-    y_test: torch.Tensor  # (M,) int64
+    x_train: torch.Tensor  # (N, C, H, W) float32: in [0, 1], or as `preprocessor` left it
+    y_train: torch.Tensor  # (N,) int64: 0..K-1, or -1 (UNLABELED) for an unlabeled image
+    x_test: torch.Tensor | None  # (M, C, H, W) float32, or None: no test set
+    y_test: torch.Tensor | None  # (M,) int64, or None
     num_classes: int  # K
-    preprocess: str = "none"  # the transform applied (drmm.data.preprocess)
+    class_names: list[str] = field(default_factory=list)  # K names; "0".."K-1" if none given
+    preprocessor: Preprocessor = field(default_factory=Preprocessor)  # fitted on x_train
+
+    def __post_init__(self):
+        if not self.class_names:
+            self.class_names = [str(c) for c in range(self.num_classes)]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # (C, H, W)
+
+    @property
+    def preprocess(self) -> str:
+        return self.preprocessor.mode
+
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None
 
 
 def to_tensor_images(x: np.ndarray) -> torch.Tensor:
@@ -48,12 +66,16 @@ def to_tensor_images(x: np.ndarray) -> torch.Tensor:
     return t[:, None] if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
-def load_arrays(name: str, data_dir=None, verify: bool = True) -> dict[str, np.ndarray]:
-    """uint8 image arrays and integer labels of a named data set or of `npz:PATH`."""
+def load_arrays(name: str, data_dir=None, verify: bool = True, channels: int | None = None,
+                image_size: int | None = None) -> dict[str, np.ndarray]:
+    """uint8 image arrays and integer labels of a named data set, `npz:PATH` or `folder:DIR`."""
     if name.startswith("npz:"):
         return load_npz(name[4:])
+    if name.startswith("folder:"):
+        return load_folder(name[7:], channels=channels, image_size=image_size)
     if name not in DATASETS:
-        raise DRMMError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or npz:PATH")
+        raise DRMMError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, npz:PATH"
+                        " or folder:DIR")
     return DATASETS[name](data_dir, verify=verify)
 
 
@@ -66,7 +88,12 @@ def check_dataset(data: Dataset) -> None:
     where = f"dataset {data.name}"
     if data.num_classes < 2:
         raise DRMMError(f"{where}: {data.num_classes} class(es); classification needs at least 2")
-    for split in ("train", "test"):
+    if len(data.class_names) != data.num_classes:
+        raise DRMMError(f"{where}: {len(data.class_names)} class names for {data.num_classes}"
+                        " classes; give one name per class")
+    if (data.x_test is None) != (data.y_test is None):
+        raise DRMMError(f"{where}: x_test and y_test must both be given or both be None")
+    for split in ("train", "test") if data.has_test else ("train",):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         if not x.is_floating_point():
             raise DRMMError(f"{where}: x_{split} has dtype {x.dtype}; images must be floating"
@@ -81,27 +108,64 @@ def check_dataset(data: Dataset) -> None:
         if bad:
             raise DRMMError(f"{where}: x_{split} holds {bad} NaN or infinite pixel values;"
                             " fix or drop those images")
-        if len(y) and (y.min() < 0 or y.max() >= data.num_classes):
-            raise DRMMError(f"{where}: y_{split} has labels outside 0..{data.num_classes - 1}"
-                            f" (min {int(y.min())}, max {int(y.max())}); relabel them 0..K-1")
+        lowest = UNLABELED if split == "train" else 0
+        if len(y) and (y.min() < lowest or y.max() >= data.num_classes):
+            raise DRMMError(f"{where}: y_{split} has labels outside"
+                            f" {lowest}..{data.num_classes - 1}"
+                            f" (min {int(y.min())}, max {int(y.max())}); relabel them 0..K-1"
+                            + (" (-1: unlabeled)" if split == "train" else ""))
 
 
 def load_dataset(name: str, data_dir=None, verify: bool = True,
-                 preprocess: str = "none") -> Dataset:
-    """The data set as tensors; `preprocess` (one of PREPROCESS) is fitted on x_train only."""
-    if preprocess not in PREPROCESS:  # before any download or file read
+                 preprocess: str | Preprocessor = "none", channels: int | None = None,
+                 image_size: int | None = None) -> Dataset:
+    """The data set as tensors. `preprocess` is a mode of PREPROCESS, fitted on x_train here, or
+    a fitted Preprocessor (a trained run's) applied as it is. `channels` and `image_size` decode
+    and resize a `folder:DIR` data set."""
+    if isinstance(preprocess, str) and preprocess not in PREPROCESS:  # before any file read
         raise DRMMError(f"preprocess {preprocess!r} unknown; use one of {list(PREPROCESS)}")
-    arrays = load_arrays(name, data_dir, verify)
+    if name.startswith("npz:") or name in DATASETS:
+        if channels is not None or image_size is not None:
+            raise DRMMError("--channels and --image-size apply to folder:DIR data sets only")
+    arrays = load_arrays(name, data_dir, verify, channels=channels, image_size=image_size)
+    has_test = "x_test" in arrays
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
-    y_test = torch.from_numpy(arrays["y_test"].astype(np.int64))
-    x_train, x_test = apply_preprocess(to_tensor_images(arrays["x_train"]),
-                                       to_tensor_images(arrays["x_test"]), preprocess)
+    y_test = torch.from_numpy(arrays["y_test"].astype(np.int64)) if has_test else None
+    x_train = to_tensor_images(arrays["x_train"])
+    x_test = to_tensor_images(arrays["x_test"]) if has_test else None
+    if isinstance(preprocess, str):
+        x_train, x_test, pre = apply_preprocess(x_train, x_test, preprocess)
+    else:
+        pre = preprocess
+        x_train, x_test = pre(x_train), None if x_test is None else pre(x_test)
+    k = int(max(y_train.max(), y_test.max() if has_test else 0)) + 1
+    names = [str(s) for s in arrays.get("class_names", [])]
+    if name == "cifar10":
+        names = CIFAR10_NAMES
+    if names and len(names) < k:
+        raise DRMMError(f"dataset {name}: {len(names)} class_names for labels up to {k - 1};"
+                        " give one name per class")
     return Dataset(
         name=name,
         x_train=x_train,
         y_train=y_train,
         x_test=x_test,
         y_test=y_test,
-        num_classes=int(max(y_train.max(), y_test.max())) + 1,
-        preprocess=preprocess,
+        num_classes=max(k, len(names)),
+        class_names=names,
+        preprocessor=pre,
     )
+
+
+def load_run_data(cfg, state: dict, name: str | None = None, data_dir=None,
+                  verify: bool = True) -> Dataset:
+    """A data set (default: the run's own) as a trained run sees it: transformed with the run's
+    preprocessing statistics from its checkpoint `state` (checkpoints older than those: refitted
+    on this data set's training images), folder images decoded and resized as in training."""
+    name = name or cfg.train.dataset
+    pre = (Preprocessor.from_state_dict(state["preprocess"]) if "preprocess" in state
+           else cfg.train.preprocess)
+    folder = name.startswith("folder:")
+    return load_dataset(name, data_dir, verify=verify, preprocess=pre,
+                        channels=cfg.model.in_channels if folder else None,
+                        image_size=cfg.train.image_size if folder else None)

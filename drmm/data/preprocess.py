@@ -23,6 +23,8 @@ Everything here is torch only (no SciPy), so the training path runs with torch a
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 
 from drmm.errors import DRMMError
@@ -34,24 +36,62 @@ MAX_ZCA_DIM = 8192  # the D x D covariance (float64) must fit comfortably in mem
 CHUNK = 4096  # images per matrix product, to bound temporary memory
 
 
-def apply_preprocess(x_train: torch.Tensor, x_test: torch.Tensor, mode: str
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_train (N, C, H, W), x_test (M, C, H, W) float32 in [0, 1] -> the preprocessed pair.
+@dataclass
+class Preprocessor:
+    """A transform fitted on training images, kept with the run so that any new image (test set,
+    `drmm predict`, `drmm.load(...).predict`) is transformed exactly as the training images were.
 
-    The tensors may be modified in place (load_dataset passes fresh copies).
+    Images in and out are float32 (N, C, H, W); in: pixels in [0, 1].
     """
-    if mode == "none":
-        return x_train, x_test
-    if mode == "standardize":
-        mean, std = channel_stats(x_train)
-        return standardize(x_train, mean, std), standardize(x_test, mean, std)
-    if mode == "gcn":
-        return contrast_normalize(x_train), contrast_normalize(x_test)
-    if mode == "zca":
-        x_train, x_test = contrast_normalize(x_train), contrast_normalize(x_test)
-        mean, p = fit_zca(x_train)
-        return whiten(x_train, mean, p), whiten(x_test, mean, p)
-    raise DRMMError(f"preprocess {mode!r} unknown; use one of {list(PREPROCESS)}")
+
+    mode: str = "none"  # one of PREPROCESS
+    mean: torch.Tensor | None = None  # standardize: (C,) channel means; zca: (D,) pixel means
+    std: torch.Tensor | None = None  # standardize: (C,) channel standard deviations
+    whitening: torch.Tensor | None = None  # zca: (D, D) the matrix P
+
+    @classmethod
+    def fit(cls, mode: str, x_train: torch.Tensor) -> Preprocessor:
+        """Fit on the training images x_train (N, C, H, W) in [0, 1] (not modified)."""
+        if mode not in PREPROCESS:
+            raise DRMMError(f"preprocess {mode!r} unknown; use one of {list(PREPROCESS)}")
+        if mode == "standardize":
+            return cls(mode, *channel_stats(x_train))
+        if mode == "zca":
+            mean, p = fit_zca(contrast_normalize(x_train.clone()))
+            return cls(mode, mean=mean, whitening=p)
+        return cls(mode)  # none and gcn have no statistics: each image is its own
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformed images; x (N, C, H, W) in [0, 1] may be modified in place."""
+        if self.mode == "standardize":
+            return standardize(x, self.mean.to(x.device), self.std.to(x.device))
+        if self.mode == "gcn":
+            return contrast_normalize(x)
+        if self.mode == "zca":
+            return whiten(contrast_normalize(x), self.mean.to(x.device),
+                          self.whitening.to(x.device))
+        return x
+
+    def state_dict(self) -> dict:
+        """Tensors and a string: what a weights-only checkpoint may hold."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> Preprocessor:
+        pre = cls(**d)
+        needs = {"standardize": ("mean", "std"), "zca": ("mean", "whitening")}.get(pre.mode, ())
+        if pre.mode not in PREPROCESS or any(getattr(pre, k) is None for k in needs):
+            raise DRMMError(f"stored preprocessing {sorted(d)} (mode {pre.mode!r}) is incomplete;"
+                            " the checkpoint is damaged or not from this version")
+        return pre
+
+
+def apply_preprocess(x_train: torch.Tensor, x_test: torch.Tensor | None, mode: str
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, Preprocessor]:
+    """Fit `mode` on x_train (N, C, H, W) and apply it to x_train and x_test (M, C, H, W) or
+    None; the tensors may be modified in place (load_dataset passes fresh copies)."""
+    pre = Preprocessor.fit(mode, x_train)
+    return pre(x_train), None if x_test is None else pre(x_test), pre
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

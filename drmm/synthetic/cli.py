@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from drmm.errors import DRMMError
+from drmm.files import check_out_file
 
 
 def register(subparsers) -> None:
@@ -31,9 +32,9 @@ def register(subparsers) -> None:
 
 
 def check_args(args) -> Path:
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise DRMMError(f"--out {out} must end in .npz (the prepared-arrays format)")
+    out = check_out_file(args.out, suffix=".npz")  # the prepared-arrays format
+    if args.grid:
+        check_out_file(args.grid, "--grid", suffix=".png")
     if args.n_train < 10 or args.n_test < 10:
         raise DRMMError("--n-train and --n-test must be at least 10, one image per class")
     for name in ("supersample", "batch_size", "threads", "per_class"):
@@ -46,7 +47,7 @@ def cmd_render(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from drmm.checkpoint import atomic_write
+    from drmm.files import atomic_write
     from drmm.synthetic.grid import save_class_grid
     from drmm.synthetic.render import render_dataset
     from drmm.synthetic.scene import RenderConfig

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drmm.checkpoint import atomic_write
+from drmm.files import atomic_write
 
 
 def save_class_grid(x: np.ndarray, y: np.ndarray, class_names, path: str | Path,

@@ -1,0 +1,175 @@
+"""A folder of the user's own images (`--dataset folder:DIR`): few labeled, many not.
+
+    DIR/labeled/<class name>/*.png|*.jpg|...   labeled training images; classes = sorted names
+    DIR/unlabeled/**/*                         unlabeled training images (any sub-folders)
+    DIR/test/<class name>/*                    optional held-out images with their labels
+
+The training set is labeled + unlabeled images, the unlabeled ones with label -1 (the DRMM's
+unsupervised terms use every training image, as in the paper). Images are decoded with Pillow
+to grayscale or RGB (the files decide: RGB if any file is in colour, or `channels`) and must
+share one size, or are resized to `image_size` x `image_size`.
+
+Decoding a large folder takes a while, so the arrays are cached in the cache folder
+(~/.cache/drmm/folders, $DRMM_CACHE) under a key made of every file's path, size and
+modification time and the decoding options: a second run reads the cache, and any change to the
+folder decodes it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from drmm.data.download import cache_root
+from drmm.errors import DRMMError
+from drmm.files import atomic_write, require_dir
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # Pillow modes with one intensity channel
+CACHE_FORMAT = 1  # bump when the cached arrays' meaning changes
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under folder (any depth), sorted; hidden files and folders skipped."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def labeled_files(folder: Path, what: str) -> dict[str, list[Path]]:
+    """{class name: its image files} of folder/<class name>/*, sorted by name."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = {c: image_files(folder / c) for c in classes}
+    empty = [c for c, f in files.items() if not f]
+    if empty:
+        raise DRMMError(f"{what} class folders {empty[:5]} in {folder} hold no images"
+                        f" ({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove them")
+    return files
+
+
+def decide_channels(files: list[Path], channels: int | None) -> int:
+    """1 if every file is grayscale, else 3; `channels` (1 or 3) overrides. Reads headers only."""
+    if channels is not None:
+        if channels not in (1, 3):
+            raise DRMMError(f"--channels {channels}: use 1 (grayscale) or 3 (RGB)")
+        return channels
+    for path in files:
+        with open_image(path) as img:
+            if img.mode not in GRAY_MODES:
+                return 3
+    return 1
+
+
+def open_image(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DRMMError(f"{path} is not an image Pillow can read ({e}); fix or remove it") from e
+
+
+def decode(path: Path, channels: int, image_size: int | None) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) pixels of one image file, resized if image_size is given."""
+    with open_image(path) as img:
+        try:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if image_size is not None and img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+        except OSError as e:  # a truncated or corrupt file fails only when decoded
+            raise DRMMError(f"{path} cannot be decoded ({e}); fix or remove it") from e
+
+
+def decode_all(files: list[Path], channels: int, image_size: int | None,
+               desc: str) -> np.ndarray:
+    """uint8 (N, H, W) or (N, H, W, 3): every file decoded; one size, or a clear error."""
+    images, first = [], None
+    for path in tqdm(files, desc=desc, unit="img", disable=None if len(files) > 500 else True,
+                     leave=False):
+        x = decode(path, channels, image_size)
+        if first is None:
+            first = (path, x.shape)
+        elif x.shape != first[1]:
+            raise DRMMError(f"images differ in size ({first[0]} is {size_of(first[1])}, {path}"
+                            f" is {size_of(x.shape)}); pass --image-size S to resize them all to"
+                            " S x S")
+        images.append(x)
+    return np.stack(images)
+
+
+def size_of(shape: tuple) -> str:
+    return f"{shape[1]}x{shape[0]}"  # Pillow and people say width x height
+
+
+def cache_key(files: list[Path], options: dict) -> str:
+    """sha256 of every file's path, size and modification time and the decoding options."""
+    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **options}).encode())
+    for path in files:
+        st = path.stat()
+        digest.update(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def load_folder(root: str | Path, channels: int | None = None,
+                image_size: int | None = None) -> dict[str, np.ndarray]:
+    """Arrays in the npz form: x_train, y_train (-1 = unlabeled), x_test, y_test (only when
+    DIR/test exists), class_names, and paths_train / paths_test (relative to DIR)."""
+    root = require_dir(root, "folder", "pass folder:DIR with DIR/labeled/<class name>/ images")
+    labeled_dir = require_dir(root / "labeled", "folder", "put the labeled training images in"
+                              f" {root / 'labeled'}/<class name>/")
+    labeled = labeled_files(labeled_dir, "labeled")
+    names = sorted(labeled)
+    if len(names) < 2:
+        raise DRMMError(f"{labeled_dir} has {len(names)} class folder(s); classification needs at"
+                        " least 2 (one folder per class)")
+    unlabeled = image_files(root / "unlabeled") if (root / "unlabeled").is_dir() else []
+    test = labeled_files(root / "test", "test") if (root / "test").is_dir() else {}
+    unknown = sorted(set(test) - set(names))
+    if unknown:
+        raise DRMMError(f"{root / 'test'} has classes {unknown[:5]} that {labeled_dir} has not;"
+                        " every test class needs labeled training images")
+    if image_size is not None and image_size < 1:
+        raise DRMMError(f"--image-size {image_size} must be a positive number of pixels")
+    train_files = [p for c in names for p in labeled[c]] + unlabeled
+    y_train = np.array([names.index(c) for c in names for _ in labeled[c]] + [-1] * len(unlabeled),
+                       dtype=np.int64)
+    test_files = [p for c in names for p in test.get(c, [])]
+    y_test = np.array([names.index(c) for c in names for _ in test.get(c, [])], dtype=np.int64)
+
+    channels = decide_channels(train_files + test_files, channels)
+    options = {"channels": channels, "image_size": image_size}
+    cache = cache_root() / "folders" / f"{cache_key(train_files + test_files, options)}.npz"
+    arrays = read_cache(cache)
+    if arrays is None:
+        arrays = {"x_train": decode_all(train_files, channels, image_size, "decoding training")}
+        if test_files:
+            arrays["x_test"] = decode_all(test_files, channels, image_size, "decoding test")
+            if arrays["x_test"].shape[1:] != arrays["x_train"].shape[1:]:
+                raise DRMMError(f"test images are {size_of(arrays['x_test'].shape[1:])}, training"
+                                f" images {size_of(arrays['x_train'].shape[1:])}; pass --image-size"
+                                " S to resize them all")
+        try:  # a cache is a convenience: an unwritable cache folder must not stop the run
+            atomic_write(cache, lambda f: np.savez(f, **arrays))
+        except DRMMError:
+            pass
+    arrays |= {"y_train": y_train, "class_names": np.array(names),
+               "paths_train": np.array([str(p.relative_to(root)) for p in train_files])}
+    if test_files:
+        arrays |= {"y_test": y_test,
+                   "paths_test": np.array([str(p.relative_to(root)) for p in test_files])}
+    return arrays
+
+
+def read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None if there are none or they cannot be read (then decode again)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError):
+        return None

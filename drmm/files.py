@@ -1,0 +1,146 @@
+"""Files the user names and files drmm writes: path checks with one-line errors, atomic writes.
+
+Every command checks its output path before it loads any data (`check_out_dir`,
+`check_out_file`), so a bad --out costs nothing; every file is written by `atomic_write`
+(temporary file, flush, fsync, rename), so a crash or a full disk leaves the previous copy
+intact. New files get the mode the user's umask gives, as any other program's files (not the
+0600 of a bare mkstemp), so colleagues on a shared cluster can read a run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from drmm.errors import DRMMError
+
+TMP_SUFFIX = ".tmp"
+
+
+def new_file_mode() -> int:
+    """The mode open() would give a new file: 0o666 less the process's umask."""
+    mask = os.umask(0)  # the only portable way to read the umask is to set it
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def mkstemp_shared(path: Path, suffix: str) -> tuple[int, str]:
+    """mkstemp beside `path` (same folder, so the final rename is atomic), umask's mode."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, new_file_mode())
+    return fd, tmp
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(file) on a temporary file beside path, then rename it over path.
+
+    Any OSError (a full disk, a read-only folder) becomes a DRMMError naming the file; the
+    temporary file is removed and the previous copy of path, if any, is untouched.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = mkstemp_shared(path, TMP_SUFFIX)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise DRMMError(f"cannot write {path} ({e.strerror or e}); the previous copy, if any, is"
+                        " kept: free disk space or fix the folder's permissions, then resume"
+                        ) from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in folder durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files a killed atomic_write(path) left behind; returns them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f"{path.name}.*{TMP_SUFFIX}"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths the user gives: "does not exist" only when it does not; the wrong kind says so.
+
+
+def require_file(path: str | Path, what: str, fix: str) -> Path:
+    """path as a Path if it is an existing file, else a DRMMError that names what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        raise DRMMError(f"{what} {path} is a folder, not a file; {fix}")
+    if not path.exists():
+        raise DRMMError(f"{what} {path} does not exist; {fix}")
+    if not path.is_file():
+        raise DRMMError(f"{what} {path} is not a regular file; {fix}")
+    return path
+
+
+def require_dir(path: str | Path, what: str, fix: str) -> Path:
+    """path as a Path if it is an existing folder, else a DRMMError that names what is wrong."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DRMMError(f"{what} {path} is a file, not a folder; {fix}")
+    if not path.exists():
+        raise DRMMError(f"{what} {path} does not exist; {fix}")
+    return path
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """A folder drmm may create or write into: refuse a file, a path under a file, or a folder
+    it cannot write, before any work starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DRMMError(f"{flag} {path} is an existing file, not a folder; pass a folder path")
+    check_writable_parent(path if path.is_dir() else path.parent, path, flag)
+    return path
+
+
+def check_out_file(path: str | Path, flag: str = "--out", suffix: str | None = None) -> Path:
+    """A file drmm may create or replace: refuse a folder, a path under a file, an unwritable
+    folder, or the wrong extension, before any work starts."""
+    path = Path(path)
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise DRMMError(f"{flag} {path} must end in {suffix}")
+    if path.is_dir():
+        raise DRMMError(f"{flag} {path} is a folder; pass a file path (for example"
+                        f" {path / ('out' + (suffix or ''))})")
+    check_writable_parent(path.parent, path, flag)
+    return path
+
+
+def check_writable_parent(folder: Path, target: Path, flag: str) -> None:
+    """The nearest existing ancestor of `folder` must be a folder we can write into."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DRMMError(f"{flag} {target} lies under {existing}, which is a file; pass a path"
+                        " in a folder")
+    try:  # os.access is wrong for root and for some network file systems; try for real
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise DRMMError(f"{flag} {target}: cannot write in {existing} ({e.strerror or e}); pass"
+                        " a path in a folder you can write") from e

@@ -1,0 +1,99 @@
+"""`drmm predict`: class predictions of a trained run for new images, as a CSV file.
+
+    drmm predict --checkpoint runs/mine --images new_photos/ --out preds.csv
+
+--images is a folder (every image file under it, any depth, sorted by path) or an .npz file
+whose `x` (or `images`, or `x_test`) array holds uint8 images (N, H, W) or (N, H, W, C). The
+CSV has one row per image: `image` (its path, or its index in the npz), `predicted` (the class
+name), `probability` (of that class), then `p_<class name>` for every class. Images go through
+drmm.load(...).predict: eval mode, the run's preprocessing and resizing. The CSV is written
+atomically: an interrupted run leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from drmm.data.folder import IMAGE_SUFFIXES, image_files
+from drmm.data.npz import read_npz
+from drmm.errors import DRMMError
+from drmm.files import atomic_write, check_out_file, require_file
+from drmm.predictor import Predictor, load
+
+NPZ_KEYS = ("x", "images", "x_test")  # where an npz of new images keeps them, first found
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="predict the classes of new images into a CSV file",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a drmm run folder or its checkpoint.pt")
+    p.add_argument("--images", required=True, help="a folder of image files, or FILE.npz")
+    p.add_argument("--out", required=True, help="the CSV file to write")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+
+def image_source(path: str | Path) -> tuple[list[str], object]:
+    """(row names, source): the files of a folder, or the uint8 array of an npz file."""
+    path = Path(path)
+    if path.is_dir():
+        files = image_files(path)
+        if not files:
+            raise DRMMError(f"--images {path} holds no image files"
+                            f" ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return [str(f) for f in files], files
+    path = require_file(path, "--images", "pass a folder of images or an .npz file")
+    if path.suffix.lower() != ".npz":
+        raise DRMMError(f"--images {path} is neither a folder nor an .npz file")
+    arrays = read_npz(path)
+    key = next((k for k in NPZ_KEYS if k in arrays), None)
+    if key is None:
+        raise DRMMError(f"{path} has no {' / '.join(NPZ_KEYS)} array (it has {sorted(arrays)});"
+                        " store the images under x")
+    return [str(i) for i in range(len(arrays[key]))], arrays[key]
+
+
+def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
+                      batch_size: int, progress: bool) -> int:
+    """Predict batch by batch (a folder is decoded as it goes) into the CSV at out."""
+
+    def write(f) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        rows = csv.writer(text)
+        rows.writerow(["image", "predicted", "probability",
+                       *[f"p_{c}" for c in predictor.class_names]])
+        with tqdm(total=len(names), disable=not progress, unit="img", leave=False) as bar:
+            for i in range(0, len(names), batch_size):
+                if isinstance(source, np.ndarray):
+                    batch = source[i:i + batch_size]  # (b, H, W[, C]) uint8
+                else:
+                    batch = np.stack([predictor.read_file(p) for p in source[i:i + batch_size]])
+                classes, probs = predictor.predict(batch, batch_size)
+                for name, c, p in zip(names[i:i + batch_size], classes.tolist(), probs.tolist(),
+                                      strict=True):
+                    rows.writerow([name, predictor.class_names[c], f"{p[c]:.6f}",
+                                   *[f"{v:.6f}" for v in p]])
+                bar.update(len(batch))
+        text.flush()
+        text.detach()  # leave f open: atomic_write flushes, syncs and renames it
+
+    atomic_write(out, write)
+    return len(names)
+
+
+def cmd_predict(args) -> int:
+    out = check_out_file(args.out, suffix=".csv")  # before any loading
+    if args.batch_size < 1:
+        raise DRMMError(f"--batch-size {args.batch_size} must be at least 1")
+    predictor = load(args.checkpoint, args.device)
+    names, source = image_source(args.images)
+    n = write_predictions(predictor, names, source, out, args.batch_size, not args.quiet)
+    print(f"wrote {out}: predictions for {n} images ({len(predictor.class_names)} classes)")
+    return 0

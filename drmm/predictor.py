@@ -1,0 +1,128 @@
+"""A trained DRMM as a predictor for new images: `drmm.load(RUN_DIR).predict(images)`.
+
+Prediction is the bottom-up E-step alone (section 4.1): q(c|I) = softmax of the class scores,
+with BatchNorm's running statistics (Appendix A). The predictor keeps the model in eval mode on
+every call and predicts under torch.inference_mode, so no call can move a BatchNorm statistic
+and one image at a time gives what one batch gives. It applies the run's own preprocessing
+(statistics stored in the checkpoint) to raw images, and resizes image files and PIL images as
+the run resized its folder (--image-size).
+
+    predictor = drmm.load("runs/mine")                 # a run folder or a checkpoint file
+    classes, probs = predictor.predict(images)        # uint8 (N, H, W[, C]), PIL images, tensors
+    [predictor.class_names[c] for c in classes]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from drmm.checkpoint import load_trained_model
+from drmm.data import Preprocessor, to_tensor_images
+from drmm.data.folder import decode
+from drmm.errors import DRMMError, require_device
+from drmm.model import DRMM
+
+
+class Predictions(NamedTuple):
+    classes: torch.Tensor  # (N,) int64 predicted class indices into class_names
+    probabilities: torch.Tensor  # (N, K) float32 q(c|I), rows sum to 1
+
+
+class Predictor:
+    """A model in eval mode with its class names and preprocessing; `model` is the nn.Module."""
+
+    def __init__(self, model: DRMM, class_names: list[str], preprocessor: Preprocessor,
+                 resize: int | None = None, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = list(class_names)
+        self.preprocessor = preprocessor
+        self.resize = resize  # square size image files are resized to (the run's --image-size)
+        c, s = model.config.in_channels, model.config.image_size
+        self.image_shape = (c, s, s)  # (C, H, W) the model takes
+
+    @torch.inference_mode()
+    def predict(self, images, batch_size: int = 256) -> Predictions:
+        """Class indices and probabilities of images: a uint8 array or tensor (N, H, W) or
+        (N, H, W, C); a PIL image or a list of them; a float tensor (N, C, H, W) in [0, 1]."""
+        x = self.to_tensor(images)  # (N, C, H, W) in [0, 1]
+        self.model.eval()  # whatever the caller did to .model: running statistics, untouched
+        probs = []
+        for i in range(0, len(x), batch_size):
+            batch = self.preprocessor(x[i:i + batch_size].to(self.device))  # (b, C, H, W)
+            probs.append(self.model(batch).float().softmax(dim=1).cpu())  # (b, K)
+        p = torch.cat(probs)  # (N, K)
+        return Predictions(classes=p.argmax(dim=1), probabilities=p)
+
+    def to_tensor(self, images) -> torch.Tensor:
+        """Any accepted input as float32 (N, C, H, W) in [0, 1], checked against the model."""
+        if isinstance(images, Image.Image):
+            images = [images]
+        if isinstance(images, (list, tuple)) and images and all(
+                isinstance(im, Image.Image) for im in images):
+            images = np.stack([self.pil_pixels(im) for im in images])
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            x = images.detach().cpu().float()
+            if x.dim() != 4:
+                raise DRMMError(f"float images must be (N, C, H, W); got shape {tuple(x.shape)}")
+            if len(x) and (x.min() < 0 or x.max() > 1):
+                raise DRMMError("float images must hold raw pixels in [0, 1] (uint8 / 255); the"
+                                " run's preprocessing is applied by predict itself")
+        else:
+            array = images.cpu().numpy() if isinstance(images, torch.Tensor) else images
+            if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+                raise DRMMError("images must be a uint8 array (N, H, W) or (N, H, W, C), PIL"
+                                f" images, or a float tensor (N, C, H, W); got {describe(images)}")
+            if array.ndim not in (3, 4):
+                raise DRMMError(f"uint8 images must be (N, H, W) or (N, H, W, C); got shape"
+                                f" {array.shape} (a single image: add a first axis)")
+            x = to_tensor_images(array)
+        if tuple(x.shape[1:]) != self.image_shape:
+            c, h, w = self.image_shape
+            raise DRMMError(f"images are {tuple(x.shape[1:])} (C, H, W) but the model takes"
+                            f" {self.image_shape}: give {h}x{w} images with {c} channel(s)"
+                            f" ({'grayscale' if c == 1 else 'RGB'})")
+        return x
+
+    def pil_pixels(self, img: Image.Image) -> np.ndarray:
+        """uint8 pixels of a PIL image in the model's mode, resized as the run resized."""
+        c = self.image_shape[0]
+        img = img.convert("L" if c == 1 else "RGB")
+        if self.resize is not None and img.size != (self.resize, self.resize):
+            img = img.resize((self.resize, self.resize), Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+    def read_file(self, path: Path) -> np.ndarray:
+        """uint8 pixels of an image file, decoded and resized as the run's training folder."""
+        return decode(path, self.image_shape[0], self.resize)
+
+
+def describe(obj) -> str:
+    shape = getattr(obj, "shape", None)
+    dtype = getattr(obj, "dtype", None)
+    return f"{type(obj).__name__}" + (f" of dtype {dtype}, shape {tuple(shape)}" if shape else "")
+
+
+def load(path: str | Path, device: str = "cpu") -> Predictor:
+    """The predictor of a drmm run folder or checkpoint file, in eval mode on `device`."""
+    require_device(device)
+    model, cfg, state = load_trained_model(path)
+    k = cfg.model.num_classes
+    names = [str(n) for n in state.get("class_names", [])] or [str(c) for c in range(k)]
+    if len(names) != k:
+        raise DRMMError(f"{path}: {len(names)} class names for a {k}-class model; the checkpoint"
+                        " is damaged")
+    if "preprocess" in state:
+        pre = Preprocessor.from_state_dict(state["preprocess"])
+    elif cfg.train.preprocess in ("none", "gcn"):  # older runs: these need no statistics
+        pre = Preprocessor(cfg.train.preprocess)
+    else:
+        raise DRMMError(f"{path} predates stored preprocessing statistics ({cfg.train.preprocess}"
+                        "); predict with a run trained by this version, or use drmm eval, which"
+                        " refits them on the run's data set")
+    return Predictor(model, names, pre, resize=cfg.train.image_size, device=device)
