@@ -78,6 +78,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="do not md5-check cached data files when reading them (downloads are"
                    " always checked)")
+    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -118,6 +119,8 @@ def config_from_args(args, base=None):
         cfg.train.skip_nonfinite = True
     if args.no_verify:
         cfg.train.verify = False
+    if args.no_tensorboard:
+        cfg.train.tensorboard = False
     for flag, key in (("no_kl", "alpha_kl"), ("no_nn", "alpha_nn"), ("no_rc", "alpha_rc")):
         if getattr(args, flag):
             setattr(cfg.loss, key, 0.0)

@@ -37,7 +37,7 @@ from drmm import distributed
 from drmm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, state_dict_problem
 from drmm.config import Config, validate
 from drmm.data import Dataset, check_dataset, choose_labeled, load_dataset, read_indices
-from drmm.errors import DRMMError, require_device
+from drmm.errors import DRMMError, require_device, warn_slow_precision
 from drmm.evaluate import save_reconstructions, test_error
 from drmm.files import atomic_write, check_out_dir, remove_stale_temporaries
 from drmm.losses import drmm_objective
@@ -179,6 +179,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         raise DRMMError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); drop it")
     dist = distributed.setup(t.device, t.batch_size // 2)  # one process unless under torchrun
     device, is_main = dist.device, dist.is_main  # only rank 0 writes files
+    if is_main:
+        warn_slow_precision(t.precision, device)
     torch.manual_seed(t.seed)
     layout = torch.channels_last if t.channels_last else torch.contiguous_format
     model = DRMM(cfg.model).to(device, memory_format=layout)

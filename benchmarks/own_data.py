@@ -1,0 +1,146 @@
+"""End to end on a folder of real images, as a user with few labels would run drmm.
+
+Builds a folder from MNIST (read from --data-dir, or downloaded) in the layout
+`drmm train --dataset folder:DIR` takes, with PNG files:
+
+    DIR/labeled/<digit>/*.png     --per-class labeled training images per class (default 10)
+    DIR/unlabeled/*.png           --unlabeled training images, no labels (default 20,000)
+    held-out/<digit>/*.png        --held-out images from MNIST's test set (default 2,000),
+                                  outside DIR: the run never sees them
+
+then, for the DRMM and for the --supervised-only baseline on the same folder, runs
+`drmm train --dataset folder:DIR` and `drmm predict` on the held-out images, and computes the
+accuracy from the CSV against the true labels (the class folder of each held-out file).
+Prints a table and writes JSON.
+
+    python benchmarks/own_data.py --data-dir ../shared/data --work runs/own-data \
+        --out results/own_data.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from drmm.cli import main as drmm
+from drmm.data.mnist import load_mnist
+
+
+def build_folder(root: Path, data_dir: str | None, per_class: int, n_unlabeled: int,
+                 n_held_out: int, seed: int) -> tuple[Path, Path]:
+    """Write the PNG folders (skipped if they are complete); returns (DIR, held-out folder)."""
+    folder, held_out = root / "folder", root / "held-out"
+    done = root / "built.json"
+    spec = dict(per_class=per_class, n_unlabeled=n_unlabeled, n_held_out=n_held_out, seed=seed)
+    if done.is_file() and json.loads(done.read_text()) == spec:
+        return folder, held_out
+    arrays = load_mnist(data_dir)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(arrays["y_train"]))
+    labeled = np.concatenate([order[arrays["y_train"][order] == c][:per_class] for c in range(10)])
+    rest = np.setdiff1d(order, labeled)
+    unlabeled = rng.choice(rest, size=n_unlabeled, replace=False)
+    test = rng.choice(len(arrays["y_test"]), size=n_held_out, replace=False)
+    for i in labeled:
+        save_png(arrays["x_train"][i], folder / "labeled" / str(arrays["y_train"][i]) / f"{i}.png")
+    for i in unlabeled:  # flat, no hint of the label in the path
+        save_png(arrays["x_train"][i], folder / "unlabeled" / f"{i}.png")
+    for i in test:
+        save_png(arrays["x_test"][i], held_out / str(arrays["y_test"][i]) / f"test{i}.png")
+    done.write_text(json.dumps(spec))
+    return folder, held_out
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def accuracy_from_csv(path: Path) -> tuple[float, int]:
+    """Share of rows whose predicted class is the class folder of the image file."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    right = sum(Path(r["image"]).parent.name == r["predicted"] for r in rows)
+    return right / len(rows), len(rows)
+
+
+def run(name: str, folder: Path, held_out: Path, work: Path, extra: list[str]) -> dict:
+    """drmm train on the folder, then drmm predict on the held-out images; times both."""
+    out = work / name
+    t0 = time.perf_counter()
+    if not (out / "metrics.json").is_file():  # a finished run is reused
+        args = ["train", "--dataset", f"folder:{folder}", "--out", str(out), "--quiet",
+                "--no-tensorboard", *extra]
+        if (out / "checkpoint.pt").is_file():
+            args += ["--resume", str(out)]
+        if drmm(args) != 0:
+            raise SystemExit(f"drmm train failed for {name}")
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    csv_path = work / f"{name}-predictions.csv"
+    if drmm(["predict", "--checkpoint", str(out), "--images", str(held_out),
+             "--out", str(csv_path), "--quiet"]) != 0:
+        raise SystemExit(f"drmm predict failed for {name}")
+    predict_s = time.perf_counter() - t0
+    acc, n = accuracy_from_csv(csv_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"run": name, "flags": extra, "held_out_images": n, "accuracy": acc,
+            "error": 1 - acc, "labels": metrics["labels"], "epochs": metrics["epochs"],
+            "train_wall_s": metrics["wall_seconds"], "this_call_train_s": train_s,
+            "predict_wall_s": predict_s}
+
+
+def main(args) -> dict:
+    work = Path(args.work)
+    t0 = time.perf_counter()
+    folder, held_out = build_folder(work, args.data_dir, args.per_class, args.unlabeled,
+                                    args.held_out, args.seed)
+    build_s = time.perf_counter() - t0
+    common = ["--epochs", str(args.epochs), "--seed", str(args.seed)]
+    results = [run(name, folder, held_out, work, common + extra)
+               for name, extra in (("drmm", []), ("supervised-only", ["--supervised-only"]))
+               if name in args.runs]
+    report = {"folder": str(folder), "held_out": str(held_out), "build_s": build_s,
+              "per_class": args.per_class, "unlabeled": args.unlabeled,
+              "held_out_images": args.held_out, "epochs": args.epochs, "seed": args.seed,
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "cpu": platform.processor() or platform.machine(), "runs": results}
+    print(f"folder built in {build_s:.0f} s: {10 * args.per_class} labeled, {args.unlabeled}"
+          f" unlabeled, {args.held_out} held out")
+    print("| run | held-out accuracy | error | training wall time | predict wall time |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(f"| {r['run']} | {100 * r['accuracy']:.2f} % | {100 * r['error']:.2f} % |"
+              f" {r['train_wall_s'] / 60:.1f} min | {r['predict_wall_s']:.1f} s |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", help="folder with the MNIST files (default: download)")
+    p.add_argument("--work", default="runs/own-data", help="folder for images and runs")
+    p.add_argument("--per-class", type=int, default=10, help="labeled images per class")
+    p.add_argument("--unlabeled", type=int, default=20000, help="unlabeled training images")
+    p.add_argument("--held-out", type=int, default=2000, help="held-out test images")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (folder preset: 20)")
+    p.add_argument("--seed", type=int, default=0, help="folder draw and training seed")
+    p.add_argument("--runs", default="drmm,supervised-only", help="which runs, comma-separated")
+    p.add_argument("--out", help="JSON file to write")
+    args = p.parse_args(argv)
+    args.runs = args.runs.split(",")
+    return args
+
+
+if __name__ == "__main__":
+    main(parse_args())
