@@ -12,21 +12,18 @@ import torch
 
 from drmm.config import preset
 from drmm.model import DRMM
-from drmm.train import Objective, make_optimizer
+from drmm.train import Objective, make_optimizer, train_step
 
 WARMUP, STEPS, BATCH = 3, 10, 100
 
 
 def images_per_s(stepper, model, cfg, x, y) -> float:
-    opt, _ = make_optimizer(model, cfg, 10**6)
+    opt, sched = make_optimizer(model, cfg, 10**6)
     half = BATCH // 2
     for i in range(WARMUP + STEPS):
         if i == WARMUP:  # compilation happens in the warm-up steps
             t0 = time.perf_counter()
-        terms = stepper(x[:half], y[:half], x[half:])
-        opt.zero_grad()
-        terms["loss"].backward()
-        opt.step()
+        train_step(stepper, model, opt, sched, (x[:half], y[:half], x[half:]), check=False)
     return BATCH * STEPS / (time.perf_counter() - t0)
 
 

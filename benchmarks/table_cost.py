@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from drmm.config import PAPER_SCHEDULE as PAPER
 from drmm.config import preset
 from drmm.model import DRMM
-from drmm.reproduce import PAPER, TABLES
+from drmm.reproduce import TABLES
 from drmm.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, run as a script

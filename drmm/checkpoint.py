@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 
+from drmm.config import Config
 from drmm.errors import DRMMError
 from drmm.files import atomic_write, require_file
+from drmm.model import DRMM
 
 CHECKPOINT = "checkpoint.pt"  # the file inside a run folder
 
@@ -91,9 +93,6 @@ def state_dict_problem(e: BaseException, limit: int = 300) -> str:
 def load_trained_model(path: str | Path):
     """(model, config, state) of a drmm checkpoint or run folder, the model in eval mode (its
     BatchNorm running statistics in use and left alone); a DRMMError if it is not one."""
-    from drmm.config import Config
-    from drmm.model import DRMM
-
     state = load_checkpoint(path)
     if not {"config", "model"} <= state.keys():
         raise DRMMError(f"{path} is not a drmm checkpoint (no config or model);"

@@ -13,114 +13,52 @@ import sys
 from pathlib import Path
 
 from drmm import __version__
-from drmm.data.preprocess import PREPROCESS
+from drmm.checkpoint import CHECKPOINT, load_trained_model
+from drmm.config import Config, apply_overrides, load_yaml, preset
+from drmm.config_args import add_config_args, config_overrides, given
+from drmm.data import load_run_data
 from drmm.errors import DRMMError, require_device
+from drmm.evaluate import test_error
 from drmm.files import require_dir
+from drmm.run_state import load_run_state
+from drmm.train import describe_error, train
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
-# its func; heavy imports stay inside the command functions so `drmm --help` is fast.
+# its func.
 COMMAND_MODULES: list[str] = ["drmm.predict", "drmm.reproduce", "drmm.synthetic.cli",
                                "drmm.analysis.cli", "drmm.sample"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    # Flags default to None so that only the ones given override the preset and --config.
-    p.add_argument("--dataset",
-                   help="digits (bundled, default), mnist, svhn, cifar10, npz:PATH (prepared"
-                        " arrays) or folder:DIR (your images: DIR/labeled/<class>/,"
-                        " DIR/unlabeled/, DIR/test/<class>/)")
-    p.add_argument("--labels", type=int,
-                   help="N_L: draw this many labeled images, class-balanced (a multiple of the"
-                        " classes); default for npz: and folder: data: every labeled image")
-    p.add_argument("--labeled-indices", metavar="FILE",
-                   help=".npy or text file (one index a line): exactly these training images"
-                        " are labeled")
-    p.add_argument("--channels", type=int, choices=[1, 3],
-                   help="folder:DIR: decode as grayscale (1) or RGB (3); default from the files")
-    p.add_argument("--image-size", type=int, metavar="S",
-                   help="folder:DIR: resize every image to S x S pixels")
-    p.add_argument("--epochs", type=int, help="passes over the unlabeled set (preset default)")
-    p.add_argument("--seed", type=int, help="seeds the split, init and data order (default 0)")
-    p.add_argument("--data-dir", help="folder with local copies of the data / download target")
     p.add_argument("--out", help="run folder for checkpoint, metrics, pictures (required unless"
                    " --resume RUN_DIR)")
-    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
     p.add_argument("--config", help="YAML file with model/loss/train sections")
-    p.add_argument("--arch", help="architecture: conv_small, conv_large, conv_tiny")
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, help="initial learning rate")
-    p.add_argument("--lr-final", type=float, help="learning rate at the last step")
-    p.add_argument("--schedule", choices=["exp", "cosine"], help="learning-rate decay")
-    p.add_argument("--batch-size", type=int, help="images per step, half labeled (default 100)")
-    p.add_argument("--kl-mode", choices=["entropy", "eq7"], help="sign of L_KL (default entropy)")
-    p.add_argument("--unsup-on", choices=["unlabeled", "all"], help="images for RC/KL/NN")
-    p.add_argument("--bn-mode", choices=["separate", "joint"], help="BN statistics per half?")
-    p.add_argument("--preprocess", choices=PREPROCESS,
-                   help="input transform fitted on the training images (docs/datasets.md)")
-    p.add_argument("--supervised-only", action="store_true", help="DCN baseline, labels only")
-    p.add_argument("--no-kl", action="store_true", help="ablation: alpha_KL = 0")
-    p.add_argument("--no-nn", action="store_true", help="ablation: alpha_NN = 0")
-    p.add_argument("--no-rc", action="store_true", help="ablation: alpha_RC = 0")
     p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or in --out) from its checkpoint, with its"
                    " own config; flags given override it (only --epochs, --device and the like"
                    " may change without --force-resume)")
     p.add_argument("--force-resume", action="store_true",
                    help="with --resume: continue even though the settings changed (lists them)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast (CUDA)")
-    p.add_argument("--sync-bn", action="store_true", help="torchrun: SyncBatchNorm (CUDA)")
-    p.add_argument("--contiguous", action="store_true",
-                   help="NCHW layout instead of the default channels_last")
-    p.add_argument("--checkpoint-every", type=int, metavar="K",
-                   help="also checkpoint every K steps inside an epoch (default: epoch ends)")
-    p.add_argument("--skip-nonfinite", action="store_true",
-                   help="skip (and count) batches with a NaN/inf loss instead of stopping")
-    p.add_argument("--no-verify", action="store_true",
-                   help="do not md5-check cached data files when reading them (downloads are"
-                   " always checked)")
-    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
+    p.add_argument("--no-kl", action="store_true", help="ablation: alpha_KL = 0")
+    p.add_argument("--no-nn", action="store_true", help="ablation: alpha_NN = 0")
+    p.add_argument("--no-rc", action="store_true", help="ablation: alpha_RC = 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_args(p)
 
 
 def config_from_args(args, base=None):
     """Preset for the dataset (or `base`, a resumed run's config) < --config YAML < flags."""
-    from drmm.config import apply_overrides, load_yaml, preset
-
-    if args.data_dir is not None:
-        require_dir(args.data_dir, "--data-dir", "pass an existing folder")
-    cfg = base if base is not None else preset(args.dataset or "digits")
-    if base is not None and args.dataset is not None:
-        cfg.train.dataset = args.dataset
+    flags = config_overrides(args)
+    dataset = flags.get("train", {}).get("dataset")
+    data_dir = flags.get("train", {}).get("data_dir")
+    if data_dir is not None:
+        require_dir(data_dir, "--data-dir", "pass an existing folder")
+    cfg = base if base is not None else preset(dataset or "digits")
     if args.config:
         apply_overrides(cfg, load_yaml(args.config), source=args.config)
-    flags = {
-        "train": dict(labels=args.labels, labeled_indices=args.labeled_indices,
-                      channels=args.channels, image_size=args.image_size,
-                      epochs=args.epochs, seed=args.seed,
-                      data_dir=args.data_dir, device=args.device, optimizer=args.optimizer,
-                      lr=args.lr, lr_final=args.lr_final, schedule=args.schedule,
-                      batch_size=args.batch_size,
-                      bn_mode=args.bn_mode, preprocess=args.preprocess,
-                      checkpoint_every=args.checkpoint_every, precision=args.precision),
-        "loss": dict(kl_mode=args.kl_mode, unsup_on=args.unsup_on),
-        "model": dict(arch=args.arch),
-    }
-    apply_overrides(cfg, {s: {k: v for k, v in d.items() if v is not None}
-                          for s, d in flags.items()}, source="command line")
-    if args.labeled_indices is not None and args.labels is None:
+    apply_overrides(cfg, flags, source="command line")
+    if given(args, "train.labeled_indices") and not given(args, "train.labels"):
         cfg.train.labels = None  # the file says how many; a preset's count does not apply
-    if args.supervised_only:
-        cfg.train.supervised_only = True
-    if args.sync_bn:
-        cfg.train.sync_bn = True
-    if args.contiguous:
-        cfg.train.channels_last = False
-    if args.skip_nonfinite:
-        cfg.train.skip_nonfinite = True
-    if args.no_verify:
-        cfg.train.verify = False
-    if args.no_tensorboard:
-        cfg.train.tensorboard = False
     for flag, key in (("no_kl", "alpha_kl"), ("no_nn", "alpha_nn"), ("no_rc", "alpha_rc")):
         if getattr(args, flag):
             setattr(cfg.loss, key, 0.0)
@@ -128,9 +66,6 @@ def config_from_args(args, base=None):
 
 
 def cmd_train(args) -> int:
-    from drmm.config import Config
-    from drmm.train import CHECKPOINT, load_run_state, train
-
     out = args.out
     if isinstance(args.resume, str):  # --resume RUN_DIR
         if out is not None and Path(out).resolve() != Path(args.resume).resolve():
@@ -146,18 +81,12 @@ def cmd_train(args) -> int:
         base = Config.from_dict(load_run_state(Path(out) / CHECKPOINT)["config"])
     metrics = train(config_from_args(args, base), out, resume=bool(args.resume),
                     progress=not args.quiet, force_resume=args.force_resume)
-    from drmm.train import describe_error
-
     print(f"{describe_error(metrics['test_error'])} after {metrics['epochs']} epochs"
           f" ({metrics['labels']} labels, seed {metrics['seed']}); run saved in {out}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    from drmm.checkpoint import load_trained_model
-    from drmm.data import load_run_data
-    from drmm.evaluate import test_error
-
     require_device(args.device)
     model, cfg, state = load_trained_model(args.checkpoint)
     data = load_run_data(cfg, state, args.dataset, args.data_dir, verify=not args.no_verify)

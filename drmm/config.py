@@ -9,7 +9,9 @@ rate (0.2 -> 1e-4 over the run), BatchNorm running averages at test time.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -24,6 +26,21 @@ from drmm.files import require_file
 from drmm.losses import KL_MODES, LossConfig
 from drmm.model import ARCHS, ModelConfig
 
+# Appendix A and Table 6: the paper's schedule, for every table. A named schedule (here, in
+# PRESETS below and in drmm/reproduce/tables.py) sets every one of these keys, so that no
+# setting of the run it plans is inherited from somewhere else; TrainConfig's defaults are it.
+PAPER_SCHEDULE: dict = dict(
+    optimizer="sgd",  # plain SGD
+    lr=0.2,  # initial learning rate
+    lr_final=1e-4,  # learning rate at the last step
+    decay="exp",  # exponential decay per step from lr to lr_final
+    momentum=0.0,  # none
+    epochs=500,  # passes over the unlabeled set
+    batch_size=100,  # 50 labeled + 50 unlabeled images per step
+    unlabeled=None,  # N_U: the whole training set
+)
+SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
+
 
 @dataclass
 class TrainConfig:
@@ -32,20 +49,21 @@ class TrainConfig:
     preprocess: str = "none"  # none ([0, 1]) | standardize | gcn | zca; see drmm/data/preprocess.py
     labels: int | None = 50  # N_L, labeled images drawn class-balanced; None: all the data label
     labeled_indices: str | None = None  # file (.npy / text) naming exactly the labeled images
+    unlabeled: int | None = None  # N_U: a seeded random subset of the training images; None: all
     channels: int | None = None  # folder:DIR: 1 gray, 3 RGB; None: RGB if any file is in colour
     image_size: int | None = None  # folder:DIR: resize every image to this square size, pixels
-    epochs: int = 30  # an epoch = one pass over the unlabeled set (= training set)
-    batch_size: int = 100  # images per step: half labeled, half unlabeled
-    optimizer: str = "sgd"  # sgd (the paper) | adam
-    lr: float = 0.2  # initial learning rate
-    lr_final: float = 1e-4  # learning rate at the last step
-    schedule: str = "exp"  # lr decay from lr to lr_final: exp (the paper) | cosine
-    momentum: float = 0.0  # SGD momentum (the paper: plain SGD)
+    epochs: int = PAPER_SCHEDULE["epochs"]  # an epoch = one pass over the unlabeled set
+    batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step: half labeled, half not
+    optimizer: str = PAPER_SCHEDULE["optimizer"]  # sgd (the paper) | adam
+    lr: float = PAPER_SCHEDULE["lr"]  # initial learning rate
+    lr_final: float = PAPER_SCHEDULE["lr_final"]  # learning rate at the last step
+    decay: str = PAPER_SCHEDULE["decay"]  # lr -> lr_final per step: exp (the paper) | cosine
+    momentum: float = PAPER_SCHEDULE["momentum"]  # SGD momentum (the paper: plain SGD)
     weight_decay: float = 0.0  # L2 penalty (the paper: none)
     seed: int = 0  # seeds the split, the initialisation and the data order
     device: str = "cpu"  # cpu | cuda | cuda:N
     supervised_only: bool = False  # DCN baseline: labeled half only, no top-down pass
-    bn_mode: str = "separate"  # separate: each half gets its own BN batch statistics
+    bn_mode: str = "separate"  # separate: each half gets its own BN batch statistics | joint
     eval_batch_size: int = 1000  # images per forward pass at test time
     log_every: int = 20  # steps between progress-bar / NaN checks (each costs a host sync)
     tensorboard: bool = True  # write TensorBoard event files under RUN_DIR/tb
@@ -57,6 +75,36 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout: 1.28x faster DRMM steps on our 2-core CPU
 
 
+# The allowed values of every setting that has a fixed set: validate() and the CLI read them here.
+CHOICES: dict[str, tuple] = {
+    "model.arch": tuple(ARCHS),
+    "loss.kl_mode": KL_MODES,
+    "loss.unsup_on": ("unlabeled", "all"),
+    "train.preprocess": PREPROCESS,
+    "train.optimizer": ("sgd", "adam"),
+    "train.decay": ("exp", "cosine"),
+    "train.bn_mode": ("separate", "joint"),
+    "train.precision": ("fp32", "bf16"),
+    "train.channels": (None, 1, 3),
+}
+# Settings a resumed run may change: they move, extend or observe the run, not what it computes.
+FREE_ON_RESUME = frozenset({
+    "train.epochs", "train.data_dir", "train.device", "train.tensorboard", "train.log_every",
+    "train.eval_batch_size", "train.checkpoint_every", "train.skip_nonfinite", "train.verify",
+    "train.precision", "train.channels_last"})
+# Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
+# checkpoint of any older version still loads; keys added since then take the defaults that
+# reproduce what the older version did.
+CONFIG_VERSION = 2
+MIGRATIONS = {
+    # 1 -> 2: train.schedule became train.decay (a "schedule" is now a named set of settings);
+    # labeled_indices, unlabeled, channels, image_size are new (None: what version 1 did).
+    1: lambda d: {**d, "train": {("decay" if k == "schedule" else k): v
+                                 for k, v in d.get("train", {}).items()}},
+}
+RENAMED = {"train.schedule": "train.decay"}  # old key -> new key, for messages about YAML files
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -64,13 +112,42 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"version": CONFIG_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
+        """A config saved by to_dict (by this or an older version); newer ones are refused."""
+        d = dict(d)
+        version = d.pop("version", 1)  # version 1 wrote no version
+        if not isinstance(version, int) or version > CONFIG_VERSION:
+            raise DRMMError(f"config version {version!r} is newer than this drmm reads"
+                            f" ({CONFIG_VERSION}); upgrade drmm")
+        for v in range(version, CONFIG_VERSION):
+            d = MIGRATIONS[v](d)
         cfg = cls()
-        apply_overrides(cfg, d, source="checkpoint config")
+        apply_overrides(cfg, d, source="saved config")
         return cfg
+
+    def flat(self) -> dict:
+        """{"train.lr": 0.2, ...}: every setting under its dotted name."""
+        return {f"{section}.{k}": v for section, values in asdict(self).items()
+                for k, v in values.items()}
+
+    def diff(self, other: Config, ignore=frozenset()) -> list[str]:
+        """'key: mine -> other's' for every setting that differs, keys in `ignore` aside."""
+        a, b = self.flat(), other.flat()
+        return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+
+
+def field_help(cls) -> dict[str, str]:
+    """{field: its comment} of a config dataclass: the comment on each field's line is its
+    documentation, for readers of the source and for `--help` alike (one text, one place)."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        found = re.match(r"\s+(\w+): [^#]+#\s*(.+)$", line)
+        if found:
+            comments[found.group(1)] = found.group(2).strip()
+    return comments
 
 
 # Table 6 weights (a_H, a_RC, a_KL, a_NN): MNIST 1/0.2/1/1; SVHN and CIFAR-10 1/0.5/0.2/0.5.
@@ -92,7 +169,7 @@ PRESETS: dict[str, dict] = {
         "model": dict(arch="conv_small", in_channels=1, image_size=28, num_classes=10),
         "loss": MNIST_WEIGHTS,
         "train": dict(dataset="mnist", labels=100, epochs=20, optimizer="adam", lr=1e-3,
-                      lr_final=1e-5, schedule="cosine"),
+                      lr_final=1e-5, decay="cosine"),
     },
     # ConvLarge (Table 6) at ~30 images/s on 2 CPU cores: an SVHN epoch (2 x 73,257 images) takes
     # about 1.5 hours there, minutes on one GPU; the paper's 500 epochs: `drmm reproduce table3`.
@@ -122,7 +199,7 @@ PRESETS: dict[str, dict] = {
         "model": dict(arch="conv_small"),
         "loss": MNIST_WEIGHTS,
         "train": dict(labels=None, epochs=20, optimizer="adam", lr=1e-3, lr_final=1e-5,
-                      schedule="cosine"),
+                      decay="cosine"),
     },
 }
 
@@ -140,7 +217,9 @@ def apply_overrides(cfg: Config, d: dict, source: str) -> None:
         hints = typing.get_type_hints(type(target))
         for key, value in (values or {}).items():
             if key not in known:
-                raise DRMMError(f"{source}: unknown key {section}.{key}; known: {sorted(known)}")
+                renamed = RENAMED.get(f"{section}.{key}")
+                hint = f" (renamed {renamed})" if renamed else f"; known: {sorted(known)}"
+                raise DRMMError(f"{source}: unknown key {section}.{key}{hint}")
             setattr(target, key, checked_value(value, hints[key], f"{section}.{key}", source))
 
 
@@ -204,14 +283,18 @@ def load_yaml(path: str | Path) -> dict:
 def validate(cfg: Config) -> None:
     """Reject bad values before any work starts."""
     t, lo, m = cfg.train, cfg.loss, cfg.model
-    if m.arch not in ARCHS:
-        raise DRMMError(f"arch {m.arch!r} unknown; use one of {sorted(ARCHS)}")
+    flat = cfg.flat()
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            raise DRMMError(f"{key.split('.')[1]} {flat[key]!r} unknown; use one of"
+                            f" {[a for a in allowed if a is not None]}")
     if not (m.bn_eps > 0 and 0 < m.bn_momentum <= 1):
         raise DRMMError("model.bn_eps must be > 0 and model.bn_momentum in (0, 1]")
     if t.labels is not None and t.labels < 1:
         raise DRMMError(f"labels {t.labels}: need a positive number of labeled images")
-    if t.channels not in (None, 1, 3):
-        raise DRMMError(f"channels {t.channels}: use 1 (grayscale) or 3 (RGB)")
+    if t.unlabeled is not None and t.unlabeled < 1:
+        raise DRMMError(f"unlabeled {t.unlabeled}: need a positive number of training images"
+                        " (or none: the whole training set)")
     if t.image_size is not None and t.image_size < 1:
         raise DRMMError(f"image_size {t.image_size} must be a positive number of pixels")
     if t.seed < 0:
@@ -232,19 +315,5 @@ def validate(cfg: Config) -> None:
         raise DRMMError(f"batch_size {t.batch_size} must be even (half labeled, half unlabeled)")
     if t.epochs < 1:
         raise DRMMError(f"epochs {t.epochs} must be at least 1")
-    if t.optimizer not in ("sgd", "adam"):
-        raise DRMMError(f"optimizer {t.optimizer!r} unknown; use sgd or adam")
     if not (t.lr > 0 and t.lr_final > 0):
         raise DRMMError("lr and lr_final must be positive")
-    if t.precision not in ("fp32", "bf16"):
-        raise DRMMError(f"precision {t.precision!r} unknown; use fp32 or bf16")
-    if t.schedule not in ("exp", "cosine"):
-        raise DRMMError(f"schedule {t.schedule!r} unknown; use exp or cosine")
-    if t.bn_mode not in ("separate", "joint"):
-        raise DRMMError(f"bn_mode {t.bn_mode!r} unknown; use separate or joint")
-    if lo.kl_mode not in KL_MODES:
-        raise DRMMError(f"kl_mode {lo.kl_mode!r} unknown; use one of {KL_MODES}")
-    if lo.unsup_on not in ("unlabeled", "all"):
-        raise DRMMError(f"unsup_on {lo.unsup_on!r} unknown; use unlabeled or all")
-    if t.preprocess not in PREPROCESS:
-        raise DRMMError(f"preprocess {t.preprocess!r} unknown; use one of {list(PREPROCESS)}")

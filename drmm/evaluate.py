@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
+from drmm.files import atomic_write
 from drmm.model import DRMM
 
 
@@ -33,14 +35,10 @@ def reconstruct(model: DRMM, x: torch.Tensor) -> torch.Tensor:
 
 def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str]) -> None:
     """Save rows of images (each (N, C, H, W)) as one PNG, one titled row per tensor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = rows[0].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 1.0, len(rows) * 1.25), squeeze=False,
-                             gridspec_kw=dict(wspace=0.05, hspace=0.35))
+    fig = Figure(figsize=(n * 1.0, len(rows) * 1.25))  # no pyplot: the user's backend stays
+    axes = fig.subplots(len(rows), n, squeeze=False,
+                        gridspec_kw=dict(wspace=0.05, hspace=0.35))
     for r, (images, title) in enumerate(zip(rows, titles, strict=True)):
         for i in range(n):
             img = images[i].detach().float().cpu()  # (C, H, W)
@@ -49,10 +47,7 @@ def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str
             axes[r, i].imshow(((img - lo) / (hi - lo + 1e-8)).numpy(), cmap="gray")
             axes[r, i].axis("off")
         axes[r, 0].set_title(title, fontsize=8, loc="left")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def save_reconstructions(model: DRMM, x: torch.Tensor, path: str | Path, n: int = 10) -> None:

@@ -74,13 +74,19 @@ def drmm_objective(
     """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn"}.
 
     With only logits_lab and labels this is the supervised (DCN) objective, loss = a_H * ce.
+    A term whose weight is 0 is neither computed nor returned (rendered and templates may then
+    be None).
     """
     terms = {"ce": cross_entropy(logits_lab, labels)}
     loss = cfg.alpha_h * terms["ce"]
     if logits_unsup is not None:
-        terms["rc"] = reconstruction(images, rendered)
-        terms["kl"] = kl_term(logits_unsup, cfg.kl_mode)
-        terms["nn"] = non_negativity(templates)
-        loss = (loss + cfg.alpha_rc * terms["rc"] + cfg.alpha_kl * terms["kl"]
-                + cfg.alpha_nn * terms["nn"])
+        if cfg.alpha_rc:
+            terms["rc"] = reconstruction(images, rendered)
+            loss = loss + cfg.alpha_rc * terms["rc"]
+        if cfg.alpha_kl:
+            terms["kl"] = kl_term(logits_unsup, cfg.kl_mode)
+            loss = loss + cfg.alpha_kl * terms["kl"]
+        if cfg.alpha_nn:
+            terms["nn"] = non_negativity(templates)
+            loss = loss + cfg.alpha_nn * terms["nn"]
     return {"loss": loss, **terms}

@@ -12,7 +12,13 @@ Each image is min-max scaled for display: rendered templates have no fixed inten
 
 from __future__ import annotations
 
+import torch
+
+from drmm.analysis.sampling import fit_switch_prior, sample_images
+from drmm.checkpoint import load_trained_model
+from drmm.data import load_run_data
 from drmm.errors import DRMMError, require_device
+from drmm.evaluate import save_image_grid, save_reconstructions
 from drmm.files import check_out_file
 
 
@@ -34,13 +40,6 @@ def register(subparsers) -> None:
 
 
 def cmd_sample(args) -> int:
-    import torch
-
-    from drmm.analysis.sampling import fit_switch_prior, sample_images
-    from drmm.checkpoint import load_trained_model
-    from drmm.data import load_run_data
-    from drmm.evaluate import save_image_grid, save_reconstructions
-
     out = check_out_file(args.out, suffix=".png")
     if args.n_per_class < 1 or args.prior_images < 1 or args.components < 1:
         raise DRMMError("--n-per-class, --prior-images and --components must be at least 1")

@@ -1,5 +1,6 @@
 """The command-line contract: `drmm train` / `drmm eval` and one-line errors with exit code 2."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -7,7 +8,9 @@ import sys
 import pytest
 import torch
 
-from drmm.cli import build_parser, main
+from drmm.cli import build_parser, config_from_args, main
+from drmm.config import CHOICES, TrainConfig
+from drmm.config_args import flag_fields
 from drmm.data.preprocess import PREPROCESS
 
 
@@ -51,12 +54,47 @@ def test_unknown_config_key(tmp_path):
     assert proc.returncode == 2 and "unknown key train.lerning_rate" in proc.stderr
 
 
+def test_every_setting_has_a_flag_with_its_choices_and_help():
+    """The flags are the config: one per field, documented by the field's comment."""
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items()
+                 if a[0] == "train")[1]
+    by_dest = {a.dest: a for a in train._actions}
+    for section, f in flag_fields():
+        action = by_dest[f"config:{section}.{f.name}"]
+        assert action.help, f.name
+        allowed = [c for c in CHOICES.get(f"{section}.{f.name}", ()) if c is not None]
+        assert list(action.choices or []) == allowed, f.name
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= {
+        f.name for s, f in flag_fields() if s == "train"}
+
+
 @pytest.mark.parametrize("mode", PREPROCESS)
 def test_every_preprocess_mode_is_offered_on_the_command_line(mode):
     parser = build_parser()
-    assert parser.parse_args(["train", "--out", "x", "--preprocess", mode]).preprocess == mode
+    args = parser.parse_args(["train", "--out", "x", "--preprocess", mode])
+    assert config_from_args(args).train.preprocess == mode
     args = parser.parse_args(["reproduce", "table1", "--out", "x", "--preprocess", mode])
     assert args.preprocess == mode
+
+
+def test_flags_override_the_preset_and_booleans_have_no_forms():
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(
+        ["train", "--dataset", "mnist", "--decay", "exp", "--lr", "0.3", "--no-tensorboard",
+         "--supervised-only", "--no-channels-last", "--alpha-rc", "0.5", "--arch", "conv_large"]))
+    assert (cfg.train.dataset, cfg.train.decay, cfg.train.lr) == ("mnist", "exp", 0.3)
+    assert cfg.train.optimizer == "adam"  # the mnist preset's, not overridden
+    assert not cfg.train.tensorboard and cfg.train.supervised_only and not cfg.train.channels_last
+    assert (cfg.loss.alpha_rc, cfg.model.arch) == (0.5, "conv_large")
+    untouched = config_from_args(parser.parse_args(["train", "--dataset", "mnist"]))
+    assert untouched.train.tensorboard and untouched.train.decay == "cosine"
+
+
+def test_a_renamed_yaml_key_says_its_new_name(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("train:\n  schedule: exp\n")
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "renamed train.decay" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

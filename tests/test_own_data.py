@@ -52,7 +52,7 @@ def make_folder(root, labeled_per_class=2, test=True, rgb_one=False):
 def tiny_train(dataset, out, yaml, *extra):
     return ["train", "--dataset", dataset, "--arch", "conv_tiny", "--batch-size", "20",
             "--epochs", "2", "--optimizer", "sgd", "--lr", "0.1", "--lr-final", "0.01",
-            "--schedule", "exp", "--config", yaml, "--out", str(out), "--quiet", *extra]
+            "--decay", "exp", "--config", yaml, "--out", str(out), "--quiet", *extra]
 
 
 def one_line_error(capsys) -> str:

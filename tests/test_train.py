@@ -9,7 +9,7 @@ import torch
 from drmm.config import preset
 from drmm.data import Dataset
 from drmm.model import DRMM
-from drmm.train import epoch_order, make_optimizer, step_terms, train
+from drmm.train import Objective, epoch_order, make_optimizer, step_terms, train, train_step
 
 
 def fabricated(n: int = 120, size: int = 12, seed: int = 0) -> Dataset:
@@ -49,13 +49,13 @@ def test_thirty_steps_lower_the_loss(supervised_only):
             return step_terms(model, cfg, *fixed)["loss"].item()
 
     before = loss_on_fixed_batch()
+    stepper = Objective(model, cfg)
     for step in range(30):
         il, iu = lab_order[(step % 8) * 10:][:10], unl_order[(step % 8) * 10:][:10]
-        terms = step_terms(model, cfg, data.x_train[il], data.y_train[il], data.x_train[iu])
-        opt.zero_grad()
-        terms["loss"].backward()
-        opt.step()
-        sched.step()
+        x_unl = None if supervised_only else data.x_train[iu]
+        terms = train_step(stepper, model, opt, sched, (data.x_train[il], data.y_train[il], x_unl))
+        want = {"loss", "ce"} if supervised_only else {"loss", "ce", "rc", "kl", "nn"}
+        assert set(terms) == want
     assert loss_on_fixed_batch() < before - 0.1
 
 

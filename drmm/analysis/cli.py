@@ -14,8 +14,12 @@ import csv
 import io
 from pathlib import Path
 
+from drmm.analysis.decoding import DecodingConfig, decode_model
+from drmm.analysis.plot import plot_decoding
+from drmm.checkpoint import load_trained_model
+from drmm.data import load_arrays, load_dataset
 from drmm.errors import DRMMError, require_device
-from drmm.files import check_out_dir
+from drmm.files import atomic_write, check_out_dir
 
 COLUMNS = ("model", "layer", "latent", "error", "chance", "layer_name")
 
@@ -45,16 +49,12 @@ def default_names(configs) -> list[str]:
 
 
 def load_model(path: str, device: str):
-    from drmm.checkpoint import load_trained_model
-
     model, cfg, _ = load_trained_model(path)
     return model.to(device), cfg
 
 
 def load_latents(data: str):
     """The npz's test latents and their names; a clear error if it has none."""
-    from drmm.data import load_arrays
-
     arrays = load_arrays(f"npz:{data}")
     if "z_test" not in arrays or "z_names" not in arrays:
         raise DRMMError(f"{data} has no z_test / z_names latents; make it with `drmm render`")
@@ -66,8 +66,6 @@ def load_latents(data: str):
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    from drmm.files import atomic_write
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -77,10 +75,6 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from drmm.analysis.decoding import DecodingConfig, decode_model
-    from drmm.analysis.plot import plot_decoding
-    from drmm.data import load_dataset
-
     if args.names and len(args.names) != len(args.checkpoint):
         raise DRMMError(f"--names has {len(args.names)} entries for {len(args.checkpoint)}"
                         " checkpoints; give one name per checkpoint")

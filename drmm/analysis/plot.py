@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from drmm.files import atomic_write
 
 
 def plot_decoding(rows: list[dict], path: str | Path) -> None:
     """rows: the decoding.csv rows (model, layer, latent, error, chance, layer_name)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     latents = list(dict.fromkeys(r["latent"] for r in rows))  # in first-seen order
     models = list(dict.fromkeys(r["model"] for r in rows))
     cols = min(4, len(latents))
     n_rows = -(-len(latents) // cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.8 * n_rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 2.8 * n_rows))
+    axes = fig.subplots(n_rows, cols, squeeze=False)
     for ax in axes.flat[len(latents):]:
         ax.axis("off")
     for ax, latent in zip(axes.flat, latents, strict=False):
@@ -42,4 +40,3 @@ def plot_decoding(rows: list[dict], path: str | Path) -> None:
     fig.suptitle("Linear decoding of the latents from each layer (10 PCs, 10 bins)", fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)

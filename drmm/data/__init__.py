@@ -118,16 +118,22 @@ def check_dataset(data: Dataset) -> None:
 
 def load_dataset(name: str, data_dir=None, verify: bool = True,
                  preprocess: str | Preprocessor = "none", channels: int | None = None,
-                 image_size: int | None = None) -> Dataset:
+                 image_size: int | None = None, unlabeled: int | None = None,
+                 seed: int = 0) -> Dataset:
     """The data set as tensors. `preprocess` is a mode of PREPROCESS, fitted on x_train here, or
     a fitted Preprocessor (a trained run's) applied as it is. `channels` and `image_size` decode
-    and resize a `folder:DIR` data set."""
+    and resize a `folder:DIR` data set. `unlabeled` cuts the training set to a random subset of
+    that many images (drawn with `seed`), before preprocessing is fitted: on the images trained
+    on."""
     if isinstance(preprocess, str) and preprocess not in PREPROCESS:  # before any file read
         raise DRMMError(f"preprocess {preprocess!r} unknown; use one of {list(PREPROCESS)}")
     if name.startswith("npz:") or name in DATASETS:
         if channels is not None or image_size is not None:
             raise DRMMError("--channels and --image-size apply to folder:DIR data sets only")
     arrays = load_arrays(name, data_dir, verify, channels=channels, image_size=image_size)
+    if unlabeled is not None and unlabeled < len(arrays["y_train"]):
+        keep = training_subset(len(arrays["y_train"]), unlabeled, seed)
+        arrays = {**arrays, "x_train": arrays["x_train"][keep], "y_train": arrays["y_train"][keep]}
     has_test = "x_test" in arrays
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
     y_test = torch.from_numpy(arrays["y_test"].astype(np.int64)) if has_test else None
@@ -155,6 +161,12 @@ def load_dataset(name: str, data_dir=None, verify: bool = True,
         class_names=names,
         preprocessor=pre,
     )
+
+
+def training_subset(n_train: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a random n of n_train training images. Its own stream (seed, 1): the
+    labeled split then draws with default_rng(seed) from the subset."""
+    return np.sort(np.random.default_rng([seed, 1]).choice(n_train, size=n, replace=False))
 
 
 def load_run_data(cfg, state: dict, name: str | None = None, data_dir=None,

@@ -11,8 +11,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
 from drmm.errors import DRMMError
-from drmm.files import check_out_file
+from drmm.files import atomic_write, check_out_file
+from drmm.synthetic.grid import save_class_grid
+from drmm.synthetic.render import render_dataset
+from drmm.synthetic.scene import RenderConfig
 
 
 def register(subparsers) -> None:
@@ -44,14 +50,6 @@ def check_args(args) -> Path:
 
 
 def cmd_render(args) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from drmm.files import atomic_write
-    from drmm.synthetic.grid import save_class_grid
-    from drmm.synthetic.render import render_dataset
-    from drmm.synthetic.scene import RenderConfig
-
     out = check_args(args)
     grid = Path(args.grid) if args.grid else out.with_name(out.stem + "_samples.png")
     total = args.n_train + args.n_test

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from drmm.files import atomic_write
 
@@ -12,13 +13,9 @@ from drmm.files import atomic_write
 def save_class_grid(x: np.ndarray, y: np.ndarray, class_names, path: str | Path,
                     per_class: int = 10) -> None:
     """x: (N, H, W) uint8, y: (N,) labels; the first per_class images of each class in a row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = len(class_names)
-    fig, axes = plt.subplots(k, per_class, figsize=(per_class * 0.8, k * 0.9), squeeze=False)
+    fig = Figure(figsize=(per_class * 0.8, k * 0.9))
+    axes = fig.subplots(k, per_class, squeeze=False)
     for c in range(k):
         idx = np.flatnonzero(y == c)[:per_class]
         for j in range(per_class):
@@ -29,4 +26,3 @@ def save_class_grid(x: np.ndarray, y: np.ndarray, class_names, path: str | Path,
         axes[c, 0].set_title(str(class_names[c]), fontsize=7, loc="left")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
