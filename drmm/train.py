@@ -222,10 +222,16 @@ def prepare(cfg: Config, data: Dataset | None = None):
     return data, labeled
 
 
-def restore(model, opt, sched, saved: dict, cfg: Config, steps_left: int, device):
-    """Load a checkpoint's model, optimiser and schedule into a run that continues it. If the
+def restore(model, opt, sched, gen: torch.Generator, saved: dict, cfg: Config,
+            steps_per_epoch: int, device) -> tuple[RunState, object]:
+    """Load a checkpoint into a run that continues it: model, optimiser, RNG states, the data
+    order's generator at the epoch's start; returns the RunState and the LR schedule. If the
     run's length or rates changed (a longer run, or forced), the decay is planned anew from
     the current rate to lr_final at the new last step, in the shape the config now names."""
+    run = RunState.from_checkpoint(saved)
+    run.sums = {k: v.to(device) for k, v in run.sums.items()}
+    gen.set_state(run.data_rng)  # the generator as it was at the epoch's start
+    steps_left = steps_per_epoch * (cfg.train.epochs - run.epoch) - run.step
     try:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
@@ -236,10 +242,21 @@ def restore(model, opt, sched, saved: dict, cfg: Config, steps_left: int, device
     was, t = Config.from_dict(saved["config"]).train, cfg.train
     if (was.epochs, was.lr, was.lr_final, was.decay) == (t.epochs, t.lr, t.lr_final, t.decay):
         sched.load_state_dict(saved["scheduler"])
-        return sched
+        return run, sched
     for group in opt.param_groups:  # a changed lr rescales the current rate
         group["lr"] *= t.lr / was.lr
-    return make_scheduler(opt, t.decay, min(t.lr_final, opt.param_groups[0]["lr"]), steps_left)
+    lr_final = min(t.lr_final, opt.param_groups[0]["lr"])  # never climb back up
+    return run, make_scheduler(opt, t.decay, lr_final, steps_left)
+
+
+def on_device(data: Dataset, device, channels_last: bool):
+    """The whole data set on the training device, batched by index from there (airbench)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x_train = data.x_train.to(device).contiguous(memory_format=layout)  # (N, C, H, W)
+    y_train = data.y_train.to(device)  # (N,)
+    x_test = data.x_test.to(device) if data.has_test else None  # (M, C, H, W) or none
+    y_test = data.y_test.to(device) if data.has_test else None  # (M,)
+    return x_train, y_train, x_test, y_test
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,11 +292,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         model, stepper = build_model(cfg, dist)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                                   enabled=t.precision == "bf16")
-        layout = torch.channels_last if t.channels_last else torch.contiguous_format
-        x_train = data.x_train.to(device).contiguous(memory_format=layout)  # (N, C, H, W)
-        y_train = data.y_train.to(device)  # (N,)
-        x_test = data.x_test.to(device) if data.has_test else None  # (M, C, H, W) or none
-        y_test = data.y_test.to(device) if data.has_test else None  # (M,)
+        x_train, y_train, x_test, y_test = on_device(data, device, t.channels_last)
         labeled_t = torch.from_numpy(labeled)
         half = t.batch_size // 2
         steps_per_epoch = len(x_train) // half
@@ -290,11 +303,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         gen = torch.Generator().manual_seed(t.seed)  # the data order
         run = RunState(data_rng=gen.get_state())
         if saved is not None:
-            run = RunState.from_checkpoint(saved)
-            run.sums = {k: v.to(device) for k, v in run.sums.items()}
-            steps_left = steps_per_epoch * (t.epochs - run.epoch) - run.step
-            sched = restore(model, opt, sched, saved, cfg, steps_left, device)
-            gen.set_state(run.data_rng)  # the generator as it was at the epoch's start
+            run, sched = restore(model, opt, sched, gen, saved, cfg, steps_per_epoch, device)
             print(f"drmm: resuming {out} from its checkpoint at the"
                   f" {position(run.epoch, run.step, steps_per_epoch)}", file=sys.stderr)
         ckpt = Checkpointer(out / CHECKPOINT, model, opt, sched, device, is_main, steps_per_epoch,

@@ -11,11 +11,11 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from drmm.errors import DRMMError
+from drmm.files import mkstemp_shared
 
 
 def cache_root() -> Path:
@@ -57,7 +57,7 @@ def download(urls: list[str], dest: Path, md5: str) -> Path:
     for url in urls:
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+            fd, tmp = mkstemp_shared(dest, ".part")  # the umask's mode, not 0600
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
                 shutil.copyfileobj(resp, out)
                 out.flush()
