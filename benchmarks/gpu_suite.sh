@@ -17,9 +17,8 @@
 #      standardized, the same optimiser, on the subset .gpu_data/cifar10_subset.npz (all 4,000
 #      labeled images, as many unlabeled and test images as fitted: its README.txt says which),
 #      with the standard augmentation (random 32x32 crop of the image padded by 4 pixels,
-#      horizontal flip; AUGMENT=0: none). drmm/train.py has no augmentation hook, so the
-#      suite wraps drmm.train.step_terms (the seam the reliability tests use) and augments
-#      both halves of each batch on the GPU.
+#      horizontal flip; AUGMENT=0: none). drmm trains with it as --augment crop_flip
+#      (train.augment, drmm/data/augment.py), both halves of each batch, on the GPU.
 #
 # The data on the GPU machine (no network, no registry) travels in .gpu_data/, made here by
 #   python benchmarks/gpu_data.py            # MNIST .gz files, the CIFAR subset, pytest.zip

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from drmm.data.augment import AUGMENTS
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
 from drmm.files import require_file
@@ -52,6 +53,7 @@ class TrainConfig:
     unlabeled: int | None = None  # N_U: a seeded random subset of the training images; None: all
     channels: int | None = None  # folder:DIR: 1 gray, 3 RGB; None: RGB if any file is in colour
     image_size: int | None = None  # folder:DIR: resize every image to this square size, pixels
+    augment: str = "none"  # none | crop_flip: random crop of the 4-px-padded image + mirror
     epochs: int = PAPER_SCHEDULE["epochs"]  # an epoch = one pass over the unlabeled set
     batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step: half labeled, half not
     optimizer: str = PAPER_SCHEDULE["optimizer"]  # sgd (the paper) | adam
@@ -81,6 +83,7 @@ CHOICES: dict[str, tuple] = {
     "loss.kl_mode": KL_MODES,
     "loss.unsup_on": ("unlabeled", "all"),
     "train.preprocess": PREPROCESS,
+    "train.augment": AUGMENTS,
     "train.optimizer": ("sgd", "adam"),
     "train.decay": ("exp", "cosine"),
     "train.bn_mode": ("separate", "joint"),
@@ -98,7 +101,8 @@ FREE_ON_RESUME = frozenset({
 CONFIG_VERSION = 2
 MIGRATIONS = {
     # 1 -> 2: train.schedule became train.decay (a "schedule" is now a named set of settings);
-    # labeled_indices, unlabeled, channels, image_size are new (None: what version 1 did).
+    # labeled_indices, unlabeled, channels, image_size, augment are new (their defaults: what
+    # version 1 did).
     1: lambda d: {**d, "train": {("decay" if k == "schedule" else k): v
                                  for k, v in d.get("train", {}).items()}},
 }

@@ -35,6 +35,7 @@ from drmm import distributed
 from drmm.checkpoint import CHECKPOINT, save_checkpoint, state_dict_problem
 from drmm.config import Config, validate
 from drmm.data import Dataset, check_dataset, choose_labeled, load_dataset, read_indices
+from drmm.data.augment import augment
 from drmm.errors import DRMMError, require_device, warn_slow_precision
 from drmm.evaluate import save_reconstructions, test_error
 from drmm.files import atomic_write, check_out_dir, remove_stale_temporaries
@@ -329,8 +330,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                 # this rank's shard of each half of the global batch (all of it in one process)
                 il = dist.shard(lab_order[step * half:(step + 1) * half]).to(device)  # (B/2/W,)
                 iu = dist.shard(unl_order[step * half:(step + 1) * half]).to(device)  # (B/2/W,)
-                batch = (x_train[il], y_train[il],
-                         None if t.supervised_only else x_train[iu])  # the DCN needs no x_unl
+                batch = augment((x_train[il], y_train[il],
+                                 None if t.supervised_only else x_train[iu]), t.augment)
                 # On CUDA the NaN check is a host sync: every log_every steps unless bad batches
                 # must be skipped (a NaN then stops the run at the next check; the last
                 # checkpoint is still good).

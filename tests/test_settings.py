@@ -200,3 +200,15 @@ def test_yaml_round_trip_of_a_saved_config(tmp_path):
     assert other.to_dict() == cfg.to_dict()
     assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
     assert np.isfinite(cfg.train.lr)
+
+
+def test_crop_flip_augmentation_trains_and_is_seeded(tmp_path):
+    a = train(tiny_config(augment="crop_flip"), tmp_path / "a", data=tiny_dataset(),
+              progress=False)
+    b = train(tiny_config(augment="crop_flip"), tmp_path / "b", data=tiny_dataset(),
+              progress=False)
+    train(tiny_config(), tmp_path / "c", data=tiny_dataset(), progress=False)
+    curve = [json.loads(x)["train_loss"] for x in (tmp_path / "a" / "metrics.jsonl").open()]
+    other = [json.loads(x)["train_loss"] for x in (tmp_path / "c" / "metrics.jsonl").open()]
+    assert a["test_error_curve"] == b["test_error_curve"] and np.isfinite(curve).all()
+    assert curve != other  # the augmented run saw other images
