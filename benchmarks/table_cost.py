@@ -6,7 +6,7 @@ network of each table, then prices every table under the `paper` schedule (Appen
 epochs; an epoch is one pass over the unlabeled set, each step 50 labeled + 50 unlabeled
 images, so 2 x N_U images an epoch). Speeds come from a measurement in this process (`--time`,
 on --device) or are given (`--images-per-s table1=850 table4=30`, e.g. from a training log or
-benchmarks/gpu_check.sh), or, for a device not at hand, from an assumed sustained rate
+benchmarks/gpu_suite.sh), or, for a device not at hand, from an assumed sustained rate
 (`--tflops 40`: an estimate, labelled as one). Prints the figures and writes JSON.
 
     python benchmarks/table_cost.py --time --out results/table_cost.json
