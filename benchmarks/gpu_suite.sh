@@ -47,7 +47,7 @@ export PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
 SMOKE=${SMOKE:-0}
 OUT_DIR=${OUT_DIR:-${OUT:-/tmp/gpu_suite}}
-if [ "$SMOKE" = 1 ]; then d=90; else d=""; fi  # SMOKE: the budgets only catch a hang
+if [ "$SMOKE" = 1 ]; then d=300; else d=""; fi  # SMOKE: the budgets only catch a hang
 CORRECT_S=${CORRECT_S:-${d:-45}}
 THROUGHPUT_S=${THROUGHPUT_S:-${d:-75}}
 MNIST_S=${MNIST_S:-${d:-180}}

@@ -23,7 +23,7 @@ def test_smoke_run_of_every_part(shared_data, tmp_path):
     env = {**os.environ, "SMOKE": "1", "OUT_DIR": str(out), "PYTHON": sys.executable,
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh")], env=env,
-                          capture_output=True, text=True, timeout=150)
+                          capture_output=True, text=True, timeout=1200)  # a hang, not a slow CI
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "gpu_suite.json").read_text())
     assert list(results) == ["correctness", "throughput", "mnist", "cifar10"]
