@@ -99,14 +99,23 @@ FREE_ON_RESUME = frozenset({
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
 CONFIG_VERSION = 2
+# Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
+# train.schedule became train.decay (a "schedule" is now a named set of settings).
+RENAMED = {"train.schedule": "train.decay"}
+
+
+def renamed_keys(d: dict) -> dict:
+    """d with every key of RENAMED under its new name."""
+    moves = {tuple(old.split(".")): new.split(".")[1] for old, new in RENAMED.items()}
+    return {section: ({moves.get((section, k), k): v for k, v in values.items()}
+                      if isinstance(values, dict) else values) for section, values in d.items()}
+
+
 MIGRATIONS = {
-    # 1 -> 2: train.schedule became train.decay (a "schedule" is now a named set of settings);
-    # labeled_indices, unlabeled, channels, image_size, augment are new (their defaults: what
-    # version 1 did).
-    1: lambda d: {**d, "train": {("decay" if k == "schedule" else k): v
-                                 for k, v in d.get("train", {}).items()}},
+    # 1 -> 2: the keys of RENAMED; labeled_indices, unlabeled, channels, image_size, augment are
+    # new (their defaults: what version 1 did).
+    1: renamed_keys,
 }
-RENAMED = {"train.schedule": "train.decay"}  # old key -> new key, for messages about YAML files
 
 
 @dataclass

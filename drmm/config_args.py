@@ -14,7 +14,7 @@ import dataclasses
 import types
 import typing
 
-from drmm.config import CHOICES, Config, LossConfig, ModelConfig, TrainConfig, field_help
+from drmm.config import CHOICES, LossConfig, ModelConfig, TrainConfig, field_help
 
 # Config sections with command-line flags; the model's other fields are read off the data.
 SECTIONS = {"train": TrainConfig, "loss": LossConfig, "model": ModelConfig}
@@ -72,4 +72,4 @@ def given(args: argparse.Namespace, key: str) -> bool:
     return getattr(args, f"{DEST}{key}", None) is not None
 
 
-__all__ = ["Config", "add_config_args", "config_overrides", "flag_fields", "given"]
+__all__ = ["add_config_args", "config_overrides", "flag_fields", "given"]

@@ -23,7 +23,7 @@ from PIL import Image
 
 from drmm.checkpoint import load_trained_model
 from drmm.data import Preprocessor, to_tensor_images
-from drmm.data.folder import decode
+from drmm.data.folder import decode, pixels
 from drmm.errors import DRMMError, require_device
 from drmm.model import DRMM
 
@@ -91,11 +91,7 @@ class Predictor:
 
     def pil_pixels(self, img: Image.Image) -> np.ndarray:
         """uint8 pixels of a PIL image in the model's mode, resized as the run resized."""
-        c = self.image_shape[0]
-        img = img.convert("L" if c == 1 else "RGB")
-        if self.resize is not None and img.size != (self.resize, self.resize):
-            img = img.resize((self.resize, self.resize), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        return pixels(img, self.image_shape[0], self.resize)
 
     def read_file(self, path: Path) -> np.ndarray:
         """uint8 pixels of an image file, decoded and resized as the run's training folder."""

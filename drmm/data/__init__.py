@@ -29,7 +29,6 @@ DATASETS = {"digits": lambda data_dir, verify=True: load_digits_arrays(), "mnist
             "svhn": load_svhn, "cifar10": load_cifar10}
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]
-PREFIXES = ("npz:", "folder:")  # data sets named by a path
 
 
 @dataclass

@@ -72,14 +72,20 @@ def open_image(path: Path) -> Image.Image:
         raise DRMMError(f"{path} is not an image Pillow can read ({e}); fix or remove it") from e
 
 
+def pixels(img: Image.Image, channels: int, image_size: int | None) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) pixels of a PIL image, grayscale or RGB, resized to
+    image_size x image_size if given: how training folders and new images alike are read."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    if image_size is not None and img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def decode(path: Path, channels: int, image_size: int | None) -> np.ndarray:
     """uint8 (H, W) or (H, W, 3) pixels of one image file, resized if image_size is given."""
     with open_image(path) as img:
         try:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if image_size is not None and img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return pixels(img, channels, image_size)
         except OSError as e:  # a truncated or corrupt file fails only when decoded
             raise DRMMError(f"{path} cannot be decoded ({e}); fix or remove it") from e
 
@@ -140,11 +146,13 @@ def load_folder(root: str | Path, channels: int | None = None,
     test_files = [p for c in names for p in test.get(c, [])]
     y_test = np.array([names.index(c) for c in names for _ in test.get(c, [])], dtype=np.int64)
 
-    channels = decide_channels(train_files + test_files, channels)
+    # Keyed by the options asked for (channels None: decided by the files), so that a cache hit
+    # opens no image file at all.
     options = {"channels": channels, "image_size": image_size}
     cache = cache_root() / "folders" / f"{cache_key(train_files + test_files, options)}.npz"
     arrays = read_cache(cache)
     if arrays is None:
+        channels = decide_channels(train_files + test_files, channels)
         arrays = {"x_train": decode_all(train_files, channels, image_size, "decoding training")}
         if test_files:
             arrays["x_test"] = decode_all(test_files, channels, image_size, "decoding test")
