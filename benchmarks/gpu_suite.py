@@ -85,8 +85,11 @@ def sync(device) -> None:
 
 def paper_schedule(cfg, device, batch: int = 100) -> None:
     """Appendix A's optimiser: plain SGD, lr 0.2 -> 1e-4 decayed exponentially, batch 100."""
+    from drmm.config import PAPER_SCHEDULE
+
     t = cfg.train
-    t.optimizer, t.lr, t.lr_final, t.decay, t.momentum = "sgd", 0.2, 1e-4, "exp", 0.0
+    for key in ("optimizer", "lr", "lr_final", "decay", "momentum"):  # epochs: what fits
+        setattr(t, key, PAPER_SCHEDULE[key])
     t.batch_size, t.seed, t.device = batch, 0, str(device)
     # log_every: the NaN check and the progress line are host syncs; on CUDA train() does
     # them only every log_every steps (and at each epoch's end).
