@@ -38,8 +38,9 @@
 # TRAIN_PRECISION=bf16 trains parts 3 and 4 in bf16 autocast (default fp32).
 #
 # SMOKE=1 runs every part on the CPU on tiny data (a few hundred MNIST images, 1 epoch, a tiny
-# CIFAR subset or, without .gpu_data, a random CIFAR-like file), in about a minute: every code
-# path runs, no number means anything. tests/test_gpu_suite.py runs it.
+# CIFAR subset or, without .gpu_data, a random CIFAR-like file), in about 45 s: every code
+# path runs but part 1's pytest call (the test suite runs those tests itself), no number means
+# anything. tests/test_gpu_suite.py runs it.
 set -uo pipefail  # no -e: a failing part is recorded and the next one runs
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,7 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# The tests' models are tiny: a second thread gains nothing, and with two pytest-xdist workers
+# on two cores, two threads each would fight over them. One thread, here and in subprocesses.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -38,20 +38,21 @@ def test_train_digits_writes_the_run_folder(tmp_path, capsys):
     (["--batch-size", "99"], "even"),
     (["--config", "/no/such.yaml"], "does not exist"),
 ])
-def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, msg):
-    proc = subprocess.run([sys.executable, "-m", "drmm", "train", "--out", str(tmp_path / "r"),
-                           "--epochs", "1", *args], capture_output=True, text=True)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and msg in lines[0], proc.stderr
+def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, args, msg):
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0], lines
 
 
-def test_unknown_config_key(tmp_path):
+def test_the_installed_command_exits_2_with_one_line(tmp_path):
+    """The real entry point (`python -m drmm`, a new process): exit code 2, one line."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train:\n  lerning_rate: 0.1\n")
     proc = subprocess.run([sys.executable, "-m", "drmm", "train", "--out", str(tmp_path / "r"),
                            "--config", str(cfg)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown key train.lerning_rate" in proc.stderr
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key train.lerning_rate" in lines[0], proc.stderr
 
 
 def test_every_setting_has_a_flag_with_its_choices_and_help():

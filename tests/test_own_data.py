@@ -214,13 +214,17 @@ def test_train_with_labeled_indices_uses_exactly_them(tmp_path):
 # Train on a folder, predict, and the Python API
 
 
-@pytest.fixture
-def folder_run(tmp_path):
-    """A DRMM trained 2 epochs on a tiny folder with --preprocess standardize."""
-    root, a = make_folder(tmp_path / "d")
-    out = tmp_path / "run"
-    assert main(tiny_train(f"folder:{root}", out, write_yaml(tmp_path),
-                           "--preprocess", "standardize")) == 0
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A DRMM trained 2 epochs on a tiny folder with --preprocess standardize; trained once,
+    read (never changed) by the tests that take it."""
+    tmp = tmp_path_factory.mktemp("folder_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRMM_CACHE", str(tmp / "cache"))
+        root, a = make_folder(tmp / "d")
+        out = tmp / "run"
+        assert main(tiny_train(f"folder:{root}", out, write_yaml(tmp),
+                               "--preprocess", "standardize")) == 0
     return root, a, out
 
 
@@ -237,9 +241,9 @@ def test_folder_training_run(folder_run, capsys):
     torch.testing.assert_close(state["preprocess"]["std"], std)
 
 
-def test_predict_csv(folder_run, capsys):
+def test_predict_csv(folder_run, tmp_path, capsys):
     root, _, out = folder_run
-    csv_path = out.parent / "preds.csv"
+    csv_path = tmp_path / "preds.csv"
     assert main(["predict", "--checkpoint", str(out), "--images", str(root / "test"),
                  "--out", str(csv_path), "--quiet", "--batch-size", "5"]) == 0
     with open(csv_path, newline="") as f:

@@ -6,11 +6,15 @@
 2. Killed in the middle of writing a checkpoint: the previous checkpoint is intact, and the
    resumed run again equals the uninterrupted one.
 
-All runs are subprocesses on one CPU thread (the same arithmetic in each), 2 epochs of 16 steps.
+The runs that get killed are subprocesses; the reference run and the resumed ones run in this
+process (a new process costs seconds of imports). All use one CPU thread, so all do the same
+arithmetic; 2 epochs of 16 steps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -21,6 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 from reliability_util import assert_same_run, cli_train_args, tiny_arrays, write_npz, write_yaml
+
+from drmm.cli import main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 POLL_TIMEOUT_S = 600  # generous: the machine may be busy with other work
@@ -58,11 +64,21 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def drmm(*argv: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "drmm", *argv], env=ENV, capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The children's OMP_NUM_THREADS=1 here too: the same kernels, bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def drmm(*argv: str) -> str:
+    """`drmm ARGV` in this process; returns what it printed to stderr."""
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        rc = main(list(argv))
+    assert rc == 0, err.getvalue()
+    return err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +125,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(setup, tmp_path):
     assert epoch == 1 and 0 < step < 16  # the run died inside its 2nd epoch
     assert not (out / "metrics.json").exists()
 
-    proc = drmm("train", "--resume", str(out), "--quiet")  # no other flags: the run's own config
-    assert f"from its checkpoint at the epoch 2, step {step} of 16" in proc.stderr
+    err = drmm("train", "--resume", str(out), "--quiet")  # no other flags: the run's own config
+    assert f"from its checkpoint at the epoch 2, step {step} of 16" in err
     assert_same_run(reference, out)
 
 
