@@ -1,10 +1,13 @@
 """Images/s of a DRMM training step against the supervised (DCN) step of the same network.
 
-Both steps run in one process, interleaved in rounds, on the same random batch, so machine
-noise hits both alike. Prints the figures and writes JSON.
+Every variant (supervised or DRMM step; NCHW or channels_last; fp32 or bf16; thread counts)
+runs in one process on the same random batch, in many short interleaved rounds, each round in
+a new random order, so machine noise hits all alike. Reported: the median images/s over rounds
+with its 10th-90th percentile range, and ratios taken inside each round; a warning names every
+figure whose range is wider than --wide of its median. Prints the figures and writes JSON.
 
-    python benchmarks/step_throughput.py --arch conv_small --batch 100 \
-        --out results/step_throughput.json
+    python benchmarks/step_throughput.py --arch conv_small --batch 100 --channels-last \
+        --threads 1 2 --out results/step_throughput.json
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -67,6 +73,14 @@ def phase_times(model, cfg, opt, batch, steps: int) -> dict[str, float]:
     return totals
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, the 10th and 90th percentiles, and their distance over the median."""
+    q = torch.tensor(values, dtype=torch.float64).quantile(torch.tensor([0.1, 0.5, 0.9],
+                                                                         dtype=torch.float64))
+    p10, median, p90 = q.tolist()
+    return {"median": median, "p10": p10, "p90": p90, "relative_spread": (p90 - p10) / median}
+
+
 def main(args) -> dict:
     device = torch.device(args.device)
     channels, size = SIZES[args.arch]
@@ -77,54 +91,92 @@ def main(args) -> dict:
     x = torch.rand(args.batch, channels, size, size, device=device)  # (B, C, H, W)
     y = torch.randint(0, 10, (args.batch,), device=device)  # (B,)
     # The supervised step takes all B images with labels; the DRMM step B/2 labeled + B/2 not.
-    # variant name -> (supervised step?, channels_last?, bf16 autocast?)
-    variants = {"supervised": (True, False, False), "drmm": (False, False, False)}
+    # variant name -> (supervised step?, channels_last?, bf16 autocast?, torch threads)
+    kinds = {"supervised": (True, False, False), "drmm": (False, False, False)}
     if args.channels_last:
-        variants |= {"supervised_channels_last": (True, True, False),
-                     "drmm_channels_last": (False, True, False)}
+        kinds |= {"supervised_channels_last": (True, True, False),
+                  "drmm_channels_last": (False, True, False)}
     if args.bf16:
-        variants |= {"supervised_bf16": (True, False, True), "drmm_bf16": (False, False, True)}
+        kinds |= {"supervised_bf16": (True, False, True), "drmm_bf16": (False, False, True)}
+    threads = args.threads or [torch.get_num_threads()]
+    variants = {(name if len(threads) == 1 else f"{name}_{n}t"): (*kind, n)
+                for n in threads for name, kind in kinds.items()}
     runs = {}
-    for name, (supervised, channels_last, bf16) in variants.items():
+    for name, (supervised, channels_last, bf16, n) in variants.items():
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         xv = x.contiguous(memory_format=fmt)
         batch = (xv, y, None) if supervised else (xv[:half], y[:half], xv[half:])
         model = DRMM(cfg.model).to(device, memory_format=fmt)
         opt, sched = make_optimizer(model, cfg, 10**6)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-        runs[name] = (model, opt, sched, supervised, batch, autocast)
+        runs[name] = (model, opt, sched, supervised, batch, autocast, n)
         cfg.train.supervised_only = supervised
+        torch.set_num_threads(n)
         with autocast:
             time_steps(model, cfg, opt, sched, batch, args.warmup)
-    seconds = {name: [] for name in runs}
-    for _ in range(args.rounds):  # interleaved, so all see the same machine state
-        for name, (model, opt, sched, supervised, batch, autocast) in runs.items():
+    # Many short rounds, each timing every variant once in a new random order: a slow spell of
+    # the machine hits one round of each variant, not all the rounds of one. Each figure is the
+    # median over rounds; each ratio is taken inside a round (the same machine state), then the
+    # median over rounds.
+    order = random.Random(0)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name in order.sample(list(runs), len(runs)):
+            model, opt, sched, supervised, batch, autocast, n = runs[name]
             cfg.train.supervised_only = supervised
+            torch.set_num_threads(n)
             with autocast:
                 seconds[name].append(time_steps(model, cfg, opt, sched, batch, args.steps))
-    best = {k: min(v) for k, v in seconds.items()}  # least-disturbed round
-    model, opt, _, _, batch, _ = runs["drmm"]
+    ips = {k: spread([args.batch / t for t in v]) for k, v in seconds.items()}
+    ratios = {f"{k}_over_{base}": spread([a / b for a, b in zip(seconds[k], seconds[base],
+                                                                strict=True)])
+              for k, base in ratio_pairs(runs)}
+    wide = sorted(k for k, v in {**ips, **ratios}.items()
+                  if v["relative_spread"] > args.wide)
+    model, opt, _, _, batch, _, n = runs[next(k for k in runs if k.startswith("drmm"))]
+    torch.set_num_threads(n)
     cfg.train.supervised_only = False
     breakdown = phase_times(model, cfg, opt, batch, args.steps)
     result = {
         "arch": args.arch,
         "batch": args.batch,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
-        "images_per_s": {k: args.batch / v for k, v in best.items()},
-        "supervised_images_per_s": args.batch / best["supervised"],
-        "drmm_images_per_s": args.batch / best["drmm"],
-        "ratio_drmm_over_supervised": best["drmm"] / best["supervised"],
-        "seconds_per_step": best,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        # images/s of each variant: median over rounds, p10 and p90, (p90 - p10) / median
+        "images_per_s": ips,
+        # seconds-per-step ratios inside each round (DRMM / supervised: the cost of the E-step)
+        "ratios": ratios,
+        "wide_spread": wide,  # figures whose p10-p90 range exceeds --wide of their median
         "drmm_step_breakdown_seconds": breakdown,
     }
     print(json.dumps(result, indent=2))
+    for k in wide:
+        print(f"step_throughput: warning: {k} varies by"
+              f" {100 * {**ips, **ratios}[k]['relative_spread']:.0f} % (p10-p90) over the"
+              " rounds: the machine is busy; compare figures with care", file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result
+
+
+def ratio_pairs(runs: dict) -> list[tuple[str, str]]:
+    """(variant, baseline) pairs to compare: each DRMM step against the supervised step of the
+    same layout, precision and threads; each other variant against the plain one of its kind."""
+    pairs = [(k, k.replace("drmm", "supervised", 1)) for k in runs if k.startswith("drmm")]
+    for k in runs:
+        base = re.sub(r"_(channels_last|bf16)", "", k)
+        if base != k and base in runs:
+            pairs.append((k, base))
+    threads = sorted({int(m.group(1)) for k in runs if (m := re.search(r"_(\d+)t$", k))})
+    for k in runs:  # more threads against one thread, the same step
+        if threads and k.endswith(f"_{threads[0]}t"):
+            pairs += [(k[:-len(f"_{threads[0]}t")] + f"_{n}t", k) for n in threads[1:]]
+    return pairs
 
 
 def parse_args(argv=None):
@@ -132,11 +184,15 @@ def parse_args(argv=None):
     p.add_argument("--arch", default="conv_small", choices=sorted(SIZES))
     p.add_argument("--batch", type=int, default=100, help="images per step (half labeled)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
+    p.add_argument("--rounds", type=int, default=40, help="interleaved rounds; medians count")
     p.add_argument("--channels-last", action="store_true", help="also time channels_last")
     p.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
+    p.add_argument("--threads", type=int, nargs="+",
+                   help="torch thread counts to time each variant with (default: torch's)")
+    p.add_argument("--wide", type=float, default=0.10,
+                   help="warn when a figure's p10-p90 range exceeds this fraction of its median")
     p.add_argument("--out", help="JSON file to write")
     return p.parse_args(argv)
 

@@ -53,7 +53,7 @@ class TrainConfig:
     unlabeled: int | None = None  # N_U: a seeded random subset of the training images; None: all
     channels: int | None = None  # folder:DIR: 1 gray, 3 RGB; None: RGB if any file is in colour
     image_size: int | None = None  # folder:DIR: resize every image to this square size, pixels
-    augment: str = "none"  # none | crop_flip: random crop of the 4-px-padded image + mirror
+    augment: str = "none"  # none | crop_flip: 4-px-padded random crop + mirror | translate: +-2 px
     epochs: int = PAPER_SCHEDULE["epochs"]  # an epoch = one pass over the unlabeled set
     batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step: half labeled, half not
     optimizer: str = PAPER_SCHEDULE["optimizer"]  # sgd (the paper) | adam
@@ -62,6 +62,8 @@ class TrainConfig:
     decay: str = PAPER_SCHEDULE["decay"]  # lr -> lr_final per step: exp (the paper) | cosine
     momentum: float = PAPER_SCHEDULE["momentum"]  # SGD momentum (the paper: plain SGD)
     weight_decay: float = 0.0  # L2 penalty (the paper: none)
+    kl_warmup: float = 0.0  # epochs over which alpha_kl rises linearly from 0 (the paper: none)
+    ema: float = 0.0  # per-step decay of a weight average, evaluated and saved (0: none, the paper)
     seed: int = 0  # seeds the split, the initialisation and the data order
     device: str = "cpu"  # cpu | cuda | cuda:N
     supervised_only: bool = False  # DCN baseline: labeled half only, no top-down pass
@@ -82,6 +84,7 @@ CHOICES: dict[str, tuple] = {
     "model.arch": tuple(ARCHS),
     "loss.kl_mode": KL_MODES,
     "loss.unsup_on": ("unlabeled", "all"),
+    "loss.render_from": ("c_hat", "label"),
     "train.preprocess": PREPROCESS,
     "train.augment": AUGMENTS,
     "train.optimizer": ("sgd", "adam"),
@@ -98,7 +101,7 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
@@ -115,6 +118,8 @@ MIGRATIONS = {
     # 1 -> 2: the keys of RENAMED; labeled_indices, unlabeled, channels, image_size, augment are
     # new (their defaults: what version 1 did).
     1: renamed_keys,
+    # 2 -> 3: train.kl_warmup, train.ema, loss.render_from are new (their defaults: as before).
+    2: dict,
 }
 
 
@@ -317,6 +322,8 @@ def validate(cfg: Config) -> None:
                         " at least 0 (0: checkpoint at epoch ends only)")
     if not (0 <= t.momentum < 1 and t.weight_decay >= 0):
         raise DRMMError("momentum must be in [0, 1) and weight_decay at least 0")
+    if not (0 <= t.ema < 1 and t.kl_warmup >= 0):
+        raise DRMMError("ema must be in [0, 1) (0: no weight average) and kl_warmup at least 0")
     negative = [k for k in ("alpha_h", "alpha_rc", "alpha_kl", "alpha_nn") if getattr(lo, k) < 0]
     if negative:
         raise DRMMError(f"loss weights {negative} are negative; use 0 to switch a term off")

@@ -14,7 +14,9 @@
 - L_NN (Eq. 8): non-negativity penalty sum_l mean(relu(-z(l))^2) over the top-down templates
   z(l) before masking (means, as the authors' code, where Eq. 8 writes sums).
 
-Which images enter L_RC, L_KL, L_NN is `unsup_on`: "unlabeled" (the authors' default) or "all".
+Which images enter L_RC, L_KL, L_NN is `unsup_on`: "unlabeled" (the authors' default) or "all";
+with "all", `render_from` = "label" renders the labeled images from their label, not c-hat (as the
+authors' follow-up, the Neural Rendering Model, does).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class LossConfig:
     alpha_nn: float = 1.0  # weight of the non-negativity penalty L_NN (0 disables it)
     kl_mode: str = "entropy"  # "entropy" (authors' code, default) or "eq7" (paper's sign)
     unsup_on: str = "unlabeled"  # images for RC/KL/NN: "unlabeled" half or "all" of the batch
+    render_from: str = "c_hat"  # unsup_on "all": render labeled images from c_hat (paper) | label
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -70,6 +73,7 @@ def drmm_objective(
     images: torch.Tensor | None = None,  # (B_u, C, H, W) those images
     rendered: torch.Tensor | None = None,  # (B_u, C, H, W) their top-down reconstructions
     templates: list[torch.Tensor] | None = None,  # their z(l), for L_NN
+    kl_scale: float = 1.0,  # multiplies a_KL (a warm-up ramps it from 0 to 1)
 ) -> dict[str, torch.Tensor]:
     """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn"}.
 
@@ -85,7 +89,7 @@ def drmm_objective(
             loss = loss + cfg.alpha_rc * terms["rc"]
         if cfg.alpha_kl:
             terms["kl"] = kl_term(logits_unsup, cfg.kl_mode)
-            loss = loss + cfg.alpha_kl * terms["kl"]
+            loss = loss + kl_scale * cfg.alpha_kl * terms["kl"]
         if cfg.alpha_nn:
             terms["nn"] = non_negativity(templates)
             loss = loss + cfg.alpha_nn * terms["nn"]

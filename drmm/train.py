@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -57,11 +58,12 @@ RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labele
 # One step of hard EM
 
 
-def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl) -> dict[str, torch.Tensor]:
+def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 1.0
+               ) -> dict[str, torch.Tensor]:
     """E-step and objective for one batch; returns the named loss terms (graph attached).
 
     x_lab: (B/2, C, H, W) labeled images, y_lab: (B/2,), x_unl: (B/2, C, H, W) unlabeled
-    (None for a supervised-only run).
+    (None for a supervised-only run); kl_scale multiplies alpha_kl (its warm-up).
     """
     t, lc = cfg.train, cfg.loss
     if t.supervised_only:  # the DCN baseline: bottom-up on the labeled half, cross-entropy only
@@ -74,18 +76,19 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl) -> dict[str, torch
     if not (lc.alpha_rc or lc.alpha_nn):  # nothing needs the rendering: skip the top-down pass
         logits_unsup = bu_unl.logits if lc.unsup_on == "unlabeled" else torch.cat(
             [bu_lab.logits, bu_unl.logits])  # (B/2 or B, K)
-        return drmm_objective(lc, bu_lab.logits, y_lab, logits_unsup)
+        return drmm_objective(lc, bu_lab.logits, y_lab, logits_unsup, kl_scale=kl_scale)
     td_unl = model.top_down(bu_unl)  # rendered from the predicted class c-hat
     if lc.unsup_on == "unlabeled":
         return drmm_objective(lc, bu_lab.logits, y_lab, bu_unl.logits, x_unl, td_unl.image,
-                              td_unl.templates)
-    td_lab = model.top_down(bu_lab)
+                              td_unl.templates, kl_scale)
+    td_lab = model.top_down(bu_lab, y_lab if lc.render_from == "label" else None)
     return drmm_objective(
         lc, bu_lab.logits, y_lab,
         torch.cat([bu_lab.logits, bu_unl.logits]),  # (B, K)
         torch.cat([x_lab, x_unl]),  # (B, C, H, W)
         torch.cat([td_lab.image, td_unl.image]),  # (B, C, H, W)
         [torch.cat(pair) for pair in zip(td_lab.templates, td_unl.templates, strict=True)],
+        kl_scale,
     )
 
 
@@ -96,9 +99,10 @@ class Objective(nn.Module):
     def __init__(self, model: DRMM, cfg: Config):
         super().__init__()
         self.model, self.cfg = model, cfg
+        self.kl_scale = 1.0  # the training loop sets it at each step (train.kl_warmup)
 
     def forward(self, x_lab, y_lab, x_unl) -> dict[str, torch.Tensor]:
-        return step_terms(self.model, self.cfg, x_lab, y_lab, x_unl)
+        return step_terms(self.model, self.cfg, x_lab, y_lab, x_unl, self.kl_scale)
 
 
 class NonFiniteStep(Exception):
@@ -111,11 +115,12 @@ class NonFiniteStep(Exception):
 
 
 def train_step(stepper: nn.Module, model: DRMM, opt, sched, batch: tuple,
-               autocast=None, check: bool = True, keep_bn_on_skip: bool = False
-               ) -> dict[str, torch.Tensor]:
+               autocast=None, check: bool = True, keep_bn_on_skip: bool = False,
+               ema: AveragedModel | None = None) -> dict[str, torch.Tensor]:
     """One round of hard EM on batch = (x_lab, y_lab, x_unl): the E-step and objective
-    (stepper, an Objective or its DDP wrapper), then the M-step (one optimiser update) and one
-    LR-schedule step. Returns the loss terms, detached.
+    (stepper, an Objective or its DDP wrapper), then the M-step (one optimiser update), one
+    LR-schedule step and, if given, one update of the weight average `ema`. Returns the loss
+    terms, detached.
 
     With `check`, a NaN or inf in the loss or in any gradient raises NonFiniteStep before
     opt.step(), so a bad batch never reaches the weights; the schedule still steps (it follows
@@ -141,6 +146,8 @@ def train_step(stepper: nn.Module, model: DRMM, opt, sched, batch: tuple,
         raise NonFiniteStep({k: v.item() for k, v in terms.items()})
     opt.step()
     sched.step()
+    if ema is not None:
+        ema.update_parameters(model)
     return {k: v.detach() for k, v in terms.items()}
 
 
@@ -167,6 +174,11 @@ def epoch_order(labeled: torch.Tensor, n_unl: int, gen: torch.Generator):
     reps = math.ceil(n_unl / len(labeled))
     lab = torch.cat([labeled[torch.randperm(len(labeled), generator=gen)] for _ in range(reps)])
     return lab[:n_unl], torch.randperm(n_unl, generator=gen)  # (n_unl,), (n_unl,)
+
+
+def warmup(step: int, steps: float) -> float:
+    """A weight's multiplier at a global step: from 0 up to 1 linearly over `steps` steps."""
+    return min(1.0, step / steps) if steps > 0 else 1.0
 
 
 def make_optimizer(model: DRMM, cfg: Config, total_steps: int):
@@ -223,10 +235,11 @@ def prepare(cfg: Config, data: Dataset | None = None):
     return data, labeled
 
 
-def restore(model, opt, sched, gen: torch.Generator, saved: dict, cfg: Config,
+def restore(model, ema, opt, sched, gen: torch.Generator, saved: dict, cfg: Config,
             steps_per_epoch: int, device) -> tuple[RunState, object]:
-    """Load a checkpoint into a run that continues it: model, optimiser, RNG states, the data
-    order's generator at the epoch's start; returns the RunState and the LR schedule. If the
+    """Load a checkpoint into a run that continues it: model, weight average, optimiser, RNG
+    states, the data order's generator at the epoch's start; returns the RunState and the LR
+    schedule. If the
     run's length or rates changed (a longer run, or forced), the decay is planned anew from
     the current rate to lr_final at the new last step, in the shape the config now names."""
     run = RunState.from_checkpoint(saved)
@@ -234,7 +247,10 @@ def restore(model, opt, sched, gen: torch.Generator, saved: dict, cfg: Config,
     gen.set_state(run.data_rng)  # the generator as it was at the epoch's start
     steps_left = steps_per_epoch * (cfg.train.epochs - run.epoch) - run.step
     try:
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(saved.get("online_model", saved["model"]))
+        if ema is not None:
+            ema.module.load_state_dict(saved["model"])
+            ema.n_averaged.fill_(1)  # (only 0, "copy at the next update", matters to it)
         opt.load_state_dict(saved["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise DRMMError(f"the checkpoint does not fit this config ({state_dict_problem(e)});"
@@ -290,7 +306,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         device, is_main = dist.device, dist.is_main  # only rank 0 writes files
         if is_main:
             warn_slow_precision(t.precision, device)
-        model, stepper = build_model(cfg, dist)
+        model, objective, stepper = build_model(cfg, dist)
+        # With train.ema, an exponential moving average of the weights and of the BatchNorm
+        # statistics is what is evaluated and saved as the model; `model` is what SGD moves.
+        ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
+               if t.ema else None)
+        final = ema.module if ema is not None else model  # (B, C, H, W) -> (B, K) at test time
         autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                                   enabled=t.precision == "bf16")
         x_train, y_train, x_test, y_test = on_device(data, device, t.channels_last)
@@ -304,10 +325,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         gen = torch.Generator().manual_seed(t.seed)  # the data order
         run = RunState(data_rng=gen.get_state())
         if saved is not None:
-            run, sched = restore(model, opt, sched, gen, saved, cfg, steps_per_epoch, device)
+            run, sched = restore(model, ema, opt, sched, gen, saved, cfg, steps_per_epoch, device)
             print(f"drmm: resuming {out} from its checkpoint at the"
                   f" {position(run.epoch, run.step, steps_per_epoch)}", file=sys.stderr)
-        ckpt = Checkpointer(out / CHECKPOINT, model, opt, sched, device, is_main, steps_per_epoch,
+        ckpt = Checkpointer(out / CHECKPOINT, model, final, opt, sched, device, is_main,
+                            steps_per_epoch,
                             fixed={"n_train": len(x_train), "config": cfg.to_dict(),
                                    "labeled_indices": labeled_t, "class_names": data.class_names,
                                    "preprocess": data.preprocessor.state_dict()},
@@ -337,9 +359,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                 # checkpoint is still good).
                 check = (device.type != "cuda" or t.skip_nonfinite
                          or (step + 1) % t.log_every == 0 or step + 1 == steps_per_epoch)
+                objective.kl_scale = warmup(epoch * steps_per_epoch + step,
+                                            t.kl_warmup * steps_per_epoch)
                 try:
                     run.add(train_step(stepper, model, opt, sched, batch, autocast, check,
-                                       keep_bn_on_skip=t.skip_nonfinite))
+                                       keep_bn_on_skip=t.skip_nonfinite, ema=ema))
                 except NonFiniteStep as e:
                     where = (f"step {epoch * steps_per_epoch + step + 1} (epoch {epoch + 1}, step"
                              f" {step + 1} of {steps_per_epoch})")
@@ -357,7 +381,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                     run.epoch_seconds = time.perf_counter() - t0
                     run.wall_seconds = time.perf_counter() - wall0
                     ckpt.save(run)
-            record = end_of_epoch(run, epoch, model, x_test, y_test, t, opt,
+            record = end_of_epoch(run, epoch, final, x_test, y_test, t, opt,
                                   time.perf_counter() - t0, wall0, steps_per_epoch)
             bar.write(f"epoch {epoch + 1}: {describe_error(record['test_error'])}"
                       f"  {fmt(run.means())}  ({record['images_per_s']:.0f} img/s)")
@@ -375,44 +399,49 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
     if is_main:
         atomic_write(out / "metrics.json",
                      lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-        save_reconstructions(model, x_test if x_test is not None else x_train,
+        save_reconstructions(final, x_test if x_test is not None else x_train,
                              out / "reconstructions.png")
     return metrics
 
 
-def build_model(cfg: Config, dist: distributed.Dist) -> tuple[DRMM, nn.Module]:
-    """The model on this rank's device, and the module a training step calls: the Objective,
-    wrapped in DistributedDataParallel under torchrun (with SyncBatchNorm if asked)."""
+def build_model(cfg: Config, dist: distributed.Dist) -> tuple[DRMM, Objective, nn.Module]:
+    """The model on this rank's device, its Objective, and the module a training step calls:
+    the Objective, wrapped in DistributedDataParallel under torchrun (with SyncBatchNorm if
+    asked)."""
     t = cfg.train
     torch.manual_seed(t.seed)
     layout = torch.channels_last if t.channels_last else torch.contiguous_format
     model = DRMM(cfg.model).to(dist.device, memory_format=layout)
-    stepper = Objective(model, cfg)  # the training step's forward: E-step and objective
+    objective = stepper = Objective(model, cfg)  # the step's forward: E-step and objective
     if dist.enabled:
         if t.sync_bn:
-            stepper = nn.SyncBatchNorm.convert_sync_batchnorm(stepper)
+            objective = stepper = nn.SyncBatchNorm.convert_sync_batchnorm(stepper)
             model = stepper.model
         stepper = DistributedDataParallel(
             stepper, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    return model, stepper
+    return model, objective, stepper
 
 
 class Checkpointer:
     """Writes the run's checkpoint (rank 0), after every rank has checked the weights."""
 
-    def __init__(self, path: Path, model, opt, sched, device, is_main: bool,
+    def __init__(self, path: Path, model, final, opt, sched, device, is_main: bool,
                  steps_per_epoch: int, fixed: dict, last_saved: str | None):
         self.path, self.model, self.opt, self.sched = path, model, opt, sched
+        self.final = final  # the model that is evaluated and used: model, or its average
         self.device, self.is_main, self.steps_per_epoch = device, is_main, steps_per_epoch
         self.fixed = fixed  # what every checkpoint of the run holds alike: config, split, ...
         self.last_saved = last_saved  # where the last good checkpoint stands, in words
 
     def save(self, run: RunState) -> None:
         where = position(run.epoch, run.step, self.steps_per_epoch)
-        state = self.model.state_dict()  # parameters and BatchNorm running statistics
+        state = self.final.state_dict()  # parameters and BatchNorm running statistics
+        # "model" is what eval, predict and sample load; "online_model" what SGD moves, if other
+        online = {} if self.final is self.model else {"online_model": self.model.state_dict()}
         # Every rank holds the same weights, so every rank raises here alike: none is left
         # waiting for the others.
-        if not all(v.isfinite().all() for v in state.values() if v.is_floating_point()):
+        if not all(v.isfinite().all() for sd in (state, *online.values())
+                   for v in sd.values() if v.is_floating_point()):
             raise DRMMError(f"the model's weights became non-finite by the {where}; not saved,"
                             f" the last good checkpoint (at the {self.last_saved}) is kept."
                             " Lower --lr")
@@ -420,7 +449,8 @@ class Checkpointer:
             run.rng = get_rng_states(self.device)
             save_checkpoint(self.path, {
                 "format": CHECKPOINT_FORMAT, **run.to_checkpoint(), **self.fixed, "model": state,
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()})
+                **online, "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict()})
         self.last_saved = where
 
 

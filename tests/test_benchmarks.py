@@ -13,12 +13,16 @@ import table_cost  # noqa: E402
 def test_step_throughput_tiny(tmp_path):
     out = tmp_path / "s.json"
     result = step_throughput.main(step_throughput.parse_args(
-        ["--arch", "conv_tiny", "--batch", "8", "--warmup", "1", "--steps", "2", "--rounds", "1",
-         "--channels-last", "--device", "cpu", "--out", str(out)]))
+        ["--arch", "conv_tiny", "--batch", "8", "--warmup", "1", "--steps", "1", "--rounds", "3",
+         "--channels-last", "--threads", "1", "2", "--device", "cpu", "--out", str(out)]))
     assert json.loads(out.read_text()) == result
-    assert result["ratio_drmm_over_supervised"] > 0
-    assert set(result["images_per_s"]) == {"supervised", "drmm", "supervised_channels_last",
-                                           "drmm_channels_last"}
+    kinds = ["supervised", "drmm", "supervised_channels_last", "drmm_channels_last"]
+    assert set(result["images_per_s"]) == {f"{k}_{n}t" for k in kinds for n in (1, 2)}
+    for v in [*result["images_per_s"].values(), *result["ratios"].values()]:
+        assert 0 < v["p10"] <= v["median"] <= v["p90"]
+    assert {"drmm_1t_over_supervised_1t", "drmm_channels_last_2t_over_drmm_2t",
+            "drmm_2t_over_drmm_1t"} <= set(result["ratios"])
+    assert set(result["wide_spread"]) <= set(result["images_per_s"]) | set(result["ratios"])
     assert set(result["drmm_step_breakdown_seconds"]) == {
         "bottom_up", "top_down", "objective", "backward", "optimizer"}
 

@@ -129,9 +129,9 @@ def test_force_resume_with_another_decay_plans_that_decay(tmp_path):
 def test_supervised_only_never_gathers_an_unlabeled_batch(tmp_path, monkeypatch):
     seen = []
 
-    def spy(model, cfg, x_lab, y_lab, x_unl):
+    def spy(model, cfg, x_lab, y_lab, x_unl, kl_scale):
         seen.append(x_unl)
-        return step_terms(model, cfg, x_lab, y_lab, x_unl)
+        return step_terms(model, cfg, x_lab, y_lab, x_unl, kl_scale)
 
     monkeypatch.setattr(drmm.train, "step_terms", spy)
     train(tiny_config(supervised_only=True), tmp_path / "run", data=tiny_dataset(),
@@ -179,7 +179,7 @@ def test_non_finite_weights_raise_on_every_rank(tmp_path):
         model.classifier.weight.fill_(float("nan"))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
-    ckpt = Checkpointer(tmp_path / "c.pt", model, opt, sched, torch.device("cpu"),
+    ckpt = Checkpointer(tmp_path / "c.pt", model, model, opt, sched, torch.device("cpu"),
                         is_main=False, steps_per_epoch=4, fixed={}, last_saved=None)
     with pytest.raises(DRMMError, match="non-finite"):
         ckpt.save(RunState(epoch=1))

@@ -1,0 +1,114 @@
+"""Recipe study (issue 13): training variants against the preset's recipe, on the same seeds.
+
+    python benchmarks/recipe.py --dataset digits --variants default kl_warmup --seeds 0 1 2 3 4 \
+        --out results/recipe/digits.jsonl
+    python benchmarks/recipe.py --report results/recipe/digits.jsonl
+
+Each run trains from the preset with the variant's overrides (VARIANTS, dotted config keys) and
+appends one JSON line: the end-of-training test error (never the best epoch), the test-error
+curve, minutes, images/s. Runs already in the file are skipped, so an interrupted study goes
+on where it stopped, and two processes (one torch thread each, on two cores) can share a study
+by taking different seeds into different files. --report prints the table (mean +- std over
+seeds, each seed's error) of every file given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+# Each variant: overrides of the preset, by dotted config key. "default" is the preset itself.
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "supervised_only": {"train.supervised_only": True},
+    "kl_warmup": {"train.kl_warmup": 10},  # epochs; digits: a quarter of the 40
+    "kl_warmup_5": {"train.kl_warmup": 5},
+    "translate": {"train.augment": "translate"},
+    "ema": {"train.ema": 0.98},  # digits: 25 steps an epoch, an average over ~50 steps
+    "ema_999": {"train.ema": 0.999},  # MNIST: 1,200 steps an epoch
+    "render_label": {"loss.unsup_on": "all", "loss.render_from": "label"},
+    "epochs_80": {"train.epochs": 80},
+    "warmup_translate": {"train.kl_warmup": 10, "train.augment": "translate"},
+    "warmup_translate_ema": {"train.kl_warmup": 10, "train.augment": "translate",
+                             "train.ema": 0.98},
+}
+
+
+def run(dataset: str, variant: str, seed: int, extra: dict, data_dir: str | None) -> dict:
+    from drmm.config import preset
+    from drmm.train import train
+
+    cfg = preset(dataset)
+    for key, value in {**VARIANTS[variant], **extra, "train.seed": seed,
+                       "train.tensorboard": False}.items():
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, value)
+    if data_dir:
+        cfg.train.data_dir = data_dir
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = train(cfg, Path(tmp) / "run", progress=False)
+        history = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").open()]
+    return {"dataset": dataset, "variant": variant, "seed": seed, "overrides": extra,
+            "test_error": metrics["test_error"], "curve": metrics["test_error_curve"],
+            "minutes": metrics["wall_seconds"] / 60, "epochs": metrics["epochs"],
+            "images_per_s": statistics.median(r["images_per_s"] for r in history)}
+
+
+def report(paths: list[str]) -> None:
+    rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["variant"], json.dumps(r["overrides"])), []).append(r)
+    print("| data | variant | test error % (mean +- std) | per seed | minutes | images/s |")
+    print("| --- | --- | ---: | --- | ---: | ---: |")
+    for (dataset, variant, extra), rs in groups.items():
+        rs.sort(key=lambda r: r["seed"])
+        errs = [100 * r["test_error"] for r in rs]
+        std = statistics.stdev(errs) if len(errs) > 1 else 0.0
+        name = variant + ("" if extra == "{}" else f" {extra}")
+        seeds = " / ".join(f"{r['seed']}: {e:.2f}" for r, e in zip(rs, errs, strict=True))
+        print(f"| {dataset} | {name} | {statistics.mean(errs):.2f} +- {std:.2f} | {seeds} |"
+              f" {statistics.mean(r['minutes'] for r in rs):.1f} |"
+              f" {statistics.median(r['images_per_s'] for r in rs):.0f} |")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="more overrides for every run, e.g. train.epochs=3 (a proxy)")
+    p.add_argument("--data-dir")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", help="the JSON-lines file the runs are appended to")
+    p.add_argument("--report", nargs="+", metavar="FILE", help="print the table of these files")
+    a = p.parse_args(argv)
+    if a.report:
+        return report(a.report)
+    import torch
+    import yaml
+
+    torch.set_num_threads(a.threads)
+    extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.set)}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = ({(r["variant"], r["seed"], json.dumps(r["overrides"]))
+             for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set())
+    for variant in a.variants:
+        for seed in a.seeds:
+            if (variant, seed, json.dumps(extra)) in done:
+                continue
+            r = run(a.dataset, variant, seed, extra, a.data_dir)
+            print(f"recipe: {a.dataset} {variant} seed {seed}: test error"
+                  f" {100 * r['test_error']:.2f} % in {r['minutes']:.1f} min", flush=True)
+            with out.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
