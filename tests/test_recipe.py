@@ -1,0 +1,100 @@
+"""The recipe options of issue 13: KL warm-up, the weight average (EMA), translations, and the
+top-down pass of labeled images from their label."""
+
+import itertools
+
+import pytest
+import torch
+from reliability_util import assert_same_run, tiny_config, tiny_dataset
+
+import drmm.train
+from drmm.checkpoint import load_checkpoint, load_trained_model
+from drmm.data.augment import augment
+from drmm.losses import LossConfig, drmm_objective
+from drmm.model import DRMM, ModelConfig
+from drmm.train import step_terms, train, warmup
+
+
+def test_warmup_ramps_linearly_and_none_is_one():
+    assert [warmup(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert warmup(0, 0) == 1.0  # no warm-up: the full weight from the first step
+
+
+def test_kl_scale_multiplies_only_the_kl_weight():
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])  # (B, K), (B,)
+    x, xr, z = torch.rand(6, 1, 8, 8), torch.rand(6, 1, 8, 8), [torch.randn(6, 2, 4, 4)]
+    full = drmm_objective(LossConfig(), logits, y, logits, x, xr, z)
+    half = drmm_objective(LossConfig(), logits, y, logits, x, xr, z, kl_scale=0.5)
+    assert torch.equal(full["kl"], half["kl"])  # the term is logged unscaled
+    torch.testing.assert_close(full["loss"] - half["loss"], 0.5 * LossConfig().alpha_kl
+                               * full["kl"])
+
+
+def test_translate_shifts_at_most_two_pixels_and_never_mirrors():
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 12, 12)  # (B, C, H, W)
+    pad = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    seen = set()
+    for _ in range(10):
+        y, _, u = augment((x, None, x), "translate")
+        for i in range(len(x)):
+            for out in (y, u):
+                found = [(dy, dx) for dy in range(5) for dx in range(5)
+                         if torch.equal(out[i], pad[i, :, dy:dy + 12, dx:dx + 12])]
+                assert len(found) == 1  # a shift of the image itself: no mirror image
+                seen.add(found[0])
+    assert len(seen) > 15  # most of the 25 shifts
+
+
+@pytest.mark.parametrize("render_from", ["c_hat", "label"])
+def test_labeled_images_are_rendered_from_what_render_from_says(render_from, monkeypatch):
+    cfg = tiny_config()
+    cfg.loss.unsup_on, cfg.loss.render_from = "all", render_from
+    model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
+    classes = []
+    real = model.top_down
+
+    def top_down(bu, c=None):
+        classes.append(bu.c_hat if c is None else c)
+        return real(bu, c)
+
+    monkeypatch.setattr(model, "top_down", top_down)
+    data = tiny_dataset()
+    y = (data.y_train[:5] + 1) % 4  # labels the untrained model does not all predict
+    step_terms(model, cfg, data.x_train[:5], y, data.x_train[5:10])
+    labeled = classes[1]  # top_down is called for the unlabeled half first
+    assert torch.equal(labeled, y) == (render_from == "label")
+
+
+def test_ema_run_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
+    """With train.ema the checkpoint's model is the average (what eval and predict load), the
+    SGD weights are kept beside it, and a crashed run resumes to the same end bit for bit."""
+    cfg = tiny_config(ema=0.8, checkpoint_every=3, kl_warmup=1)
+    ref = tmp_path / "ref"
+    train(cfg, ref, data=tiny_dataset(), progress=False)
+    state = load_checkpoint(ref / "checkpoint.pt")
+    average, online = state["model"], state["online_model"]
+    assert average.keys() == online.keys()
+    assert not torch.equal(average["layers.0.conv.weight"], online["layers.0.conv.weight"])
+    assert not torch.equal(average["layers.0.bn.running_mean"],
+                           online["layers.0.bn.running_mean"])  # BN statistics averaged too
+    model, _, _ = load_trained_model(ref)
+    assert torch.equal(model.state_dict()["layers.0.conv.weight"], average["layers.0.conv.weight"])
+
+    real, calls = drmm.train.step_terms, itertools.count(1)
+
+    def crash_at_13(*args, **kwargs):
+        if next(calls) == 13:
+            raise RuntimeError("injected crash")
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(drmm.train, "step_terms", crash_at_13)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, out, data=tiny_dataset(), progress=False)
+    monkeypatch.setattr(drmm.train, "step_terms", real)
+    train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
+    assert_same_run(ref, out)
+    assert all(torch.equal(v, load_checkpoint(out / "checkpoint.pt")["online_model"][k])
+               for k, v in online.items())
