@@ -40,3 +40,22 @@ def test_table_cost_prices_the_paper_schedule(tmp_path):
     assert t1["hours_per_run"] == t1["images_per_run"] / 1000 / 3600
     assert t4["hours_per_table"] == t4["hours_per_run"] * 2 * 2 * 3
     assert t3["images_per_s"] is None and "hours_per_run" not in t3  # no speed, no price
+
+
+def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
+    import recipe
+
+    out = tmp_path / "r.jsonl"
+    argv = ["--dataset", "digits", "--variants", "default", "translate", "--seeds", "0",
+            "--set", "train.epochs=1", "train.batch_size=200", "--out", str(out)]
+    recipe.main(argv)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["variant"], r["seed"], r["epochs"]) for r in rows] == [
+        ("default", 0, 1), ("translate", 0, 1)]
+    assert all(0 <= r["test_error"] <= 1 and len(r["curve"]) == 1 for r in rows)
+    recipe.main(argv)  # every run is in the file already: nothing runs again
+    assert len(out.read_text().splitlines()) == 2
+    capsys.readouterr()
+    recipe.main(["--report", str(out)])
+    table = capsys.readouterr().out
+    assert "| digits | translate {\"train.epochs\": 1, \"train.batch_size\": 200} |" in table
