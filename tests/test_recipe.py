@@ -31,20 +31,25 @@ def test_kl_scale_multiplies_only_the_kl_weight():
                                * full["kl"])
 
 
-def test_translate_shifts_at_most_two_pixels_and_never_mirrors():
+@pytest.mark.parametrize("mode, pad, mirrors", [("crop_flip", 4, (0, 1)), ("translate", 2, (0,))])
+def test_augmentation_is_a_crop_of_the_padded_image(mode, pad, mirrors):
+    """Each image of both halves: one of the (2 pad + 1)^2 crops of the zero-padded image,
+    mirrored (crop_flip, half the time) or never (translate)."""
     torch.manual_seed(0)
-    x = torch.randn(6, 1, 12, 12)  # (B, C, H, W)
-    pad = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    x = torch.randn(4, 3, 12, 12)  # (B, C, H, W)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    offsets = range(2 * pad + 1)
     seen = set()
     for _ in range(10):
-        y, _, u = augment((x, None, x), "translate")
-        for i in range(len(x)):
-            for out in (y, u):
-                found = [(dy, dx) for dy in range(5) for dx in range(5)
-                         if torch.equal(out[i], pad[i, :, dy:dy + 12, dx:dx + 12])]
-                assert len(found) == 1  # a shift of the image itself: no mirror image
-                seen.add(found[0])
-    assert len(seen) > 15  # most of the 25 shifts
+        lab, _, unl = augment((x, None, x), mode)
+        for out, i in itertools.product((lab, unl), range(len(x))):
+            found = [(dy, dx, m) for dy in offsets for dx in offsets for m in (0, 1)
+                     if torch.equal(out[i], padded[i, :, dy:dy + 12, dx:dx + 12].flip(2) if m
+                                    else padded[i, :, dy:dy + 12, dx:dx + 12])]
+            assert len(found) == 1
+            seen.add(found[0])
+    assert {m for _, _, m in seen} == set(mirrors)
+    assert len(seen) > 0.3 * len(offsets) ** 2 * len(mirrors)  # many of the crops (80 draws)
 
 
 @pytest.mark.parametrize("render_from", ["c_hat", "label"])

@@ -45,15 +45,6 @@ from drmm.train import train
 REAL_STEP_TERMS = drmm.train.step_terms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a busy machine the spinning ones cost time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def one_line_error(capsys) -> str:
     """The CLI's stderr: exactly one line, which is returned."""
     lines = capsys.readouterr().err.strip().splitlines()

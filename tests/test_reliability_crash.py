@@ -64,15 +64,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The children's OMP_NUM_THREADS=1 here too: the same kernels, bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def drmm(*argv: str) -> str:
     """`drmm ARGV` in this process; returns what it printed to stderr."""
     with contextlib.redirect_stderr(io.StringIO()) as err:
