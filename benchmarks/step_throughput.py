@@ -3,8 +3,9 @@
 Every variant (supervised or DRMM step; NCHW or channels_last; fp32 or bf16; thread counts)
 runs in one process on the same random batch, in many short interleaved rounds, each round in
 a new random order, so machine noise hits all alike. Reported: the median images/s over rounds
-with its 10th-90th percentile range, and ratios taken inside each round; a warning names every
-figure whose range is wider than --wide of its median. Prints the figures and writes JSON.
+with its 95 % bootstrap interval and the 10th-90th percentile range of single rounds, and ratios
+taken inside each round (the same); a warning names every figure whose single rounds range
+wider than --wide of its median. Prints the figures and writes JSON.
 
     python benchmarks/step_throughput.py --arch conv_small --batch 100 --channels-last \
         --threads 1 2 --out results/step_throughput.json
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from drmm.config import preset
@@ -74,11 +76,14 @@ def phase_times(model, cfg, opt, batch, steps: int) -> dict[str, float]:
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    """Median, the 10th and 90th percentiles, and their distance over the median."""
-    q = torch.tensor(values, dtype=torch.float64).quantile(torch.tensor([0.1, 0.5, 0.9],
-                                                                         dtype=torch.float64))
-    p10, median, p90 = q.tolist()
-    return {"median": median, "p10": p10, "p90": p90, "relative_spread": (p90 - p10) / median}
+    """Median over rounds with a 95 % bootstrap interval (how well the median is known), the
+    10th and 90th percentiles of single rounds, and their distance over the median."""
+    v = np.asarray(values, dtype=np.float64)
+    p10, median, p90 = np.quantile(v, [0.1, 0.5, 0.9])
+    resampled = np.random.default_rng(0).choice(v, size=(2000, len(v)))  # (2000, rounds)
+    lo, hi = np.quantile(np.median(resampled, axis=1), [0.025, 0.975])
+    return {"median": float(median), "median_ci95": [float(lo), float(hi)], "p10": float(p10),
+            "p90": float(p90), "relative_spread": float((p90 - p10) / median)}
 
 
 def main(args) -> dict:
@@ -131,6 +136,8 @@ def main(args) -> dict:
     ratios = {f"{k}_over_{base}": spread([a / b for a, b in zip(seconds[k], seconds[base],
                                                                 strict=True)])
               for k, base in ratio_pairs(runs)}
+    # Wide: single rounds scatter more than --wide around the median. The medians' intervals
+    # say whether two figures still differ.
     wide = sorted(k for k, v in {**ips, **ratios}.items()
                   if v["relative_spread"] > args.wide)
     model, opt, _, _, batch, _, n = runs[next(k for k in runs if k.startswith("drmm"))]
@@ -146,11 +153,12 @@ def main(args) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "rounds": args.rounds,
         "steps_per_round": args.steps,
-        # images/s of each variant: median over rounds, p10 and p90, (p90 - p10) / median
+        # images/s of each variant: median over rounds (its 95 % interval), p10, p90 of rounds
         "images_per_s": ips,
         # seconds-per-step ratios inside each round (DRMM / supervised: the cost of the E-step)
         "ratios": ratios,
         "wide_spread": wide,  # figures whose p10-p90 range exceeds --wide of their median
+        "seconds_per_step_by_round": seconds,  # the raw timings, variant -> one per round
         "drmm_step_breakdown_seconds": breakdown,
     }
     print(json.dumps(result, indent=2))

@@ -173,11 +173,13 @@ MNIST_WEIGHTS = dict(alpha_h=1.0, alpha_rc=0.2, alpha_kl=1.0, alpha_nn=1.0)
 LARGE_WEIGHTS = dict(alpha_h=1.0, alpha_rc=0.5, alpha_kl=0.2, alpha_nn=0.5)
 
 PRESETS: dict[str, dict] = {
-    # The README's first command: ~1 minute on 2 CPU cores.
+    # The README's first command: ~2 minutes on 2 CPU cores. Translations of +-2 px: 1.92 %
+    # mean test error over seeds 0-4 against 4.08 % without (results/recipe.md).
     "digits": {
         "model": dict(arch="conv_small", in_channels=1, image_size=16, num_classes=10),
         "loss": MNIST_WEIGHTS,
-        "train": dict(dataset="digits", labels=50, epochs=40, lr=0.2, lr_final=1e-3),
+        "train": dict(dataset="digits", labels=50, epochs=40, lr=0.2, lr_final=1e-3,
+                      augment="translate"),
     },
     # MNIST-100 in under an hour on 2 CPU cores (channels_last, ~2.6 min an epoch);
     # configs/mnist_paper.yaml is the paper's 500 epochs.

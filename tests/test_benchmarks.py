@@ -20,6 +20,7 @@ def test_step_throughput_tiny(tmp_path):
     assert set(result["images_per_s"]) == {f"{k}_{n}t" for k in kinds for n in (1, 2)}
     for v in [*result["images_per_s"].values(), *result["ratios"].values()]:
         assert 0 < v["p10"] <= v["median"] <= v["p90"]
+        assert v["median_ci95"][0] <= v["median"] <= v["median_ci95"][1]
     assert {"drmm_1t_over_supervised_1t", "drmm_channels_last_2t_over_drmm_2t",
             "drmm_2t_over_drmm_1t"} <= set(result["ratios"])
     assert set(result["wide_spread"]) <= set(result["images_per_s"]) | set(result["ratios"])
