@@ -239,9 +239,9 @@ def restore(model, ema, opt, sched, gen: torch.Generator, saved: dict, cfg: Conf
             steps_per_epoch: int, device) -> tuple[RunState, object]:
     """Load a checkpoint into a run that continues it: model, weight average, optimiser, RNG
     states, the data order's generator at the epoch's start; returns the RunState and the LR
-    schedule. If the
-    run's length or rates changed (a longer run, or forced), the decay is planned anew from
-    the current rate to lr_final at the new last step, in the shape the config now names."""
+    schedule. If the run's length or rates changed (a longer run, or forced), the decay is
+    planned anew from the current rate to lr_final at the new last step, in the shape the
+    config now names."""
     run = RunState.from_checkpoint(saved)
     run.sums = {k: v.to(device) for k, v in run.sums.items()}
     gen.set_state(run.data_rng)  # the generator as it was at the epoch's start
@@ -311,7 +311,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         # statistics is what is evaluated and saved as the model; `model` is what SGD moves.
         ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
                if t.ema else None)
-        final = ema.module if ema is not None else model  # (B, C, H, W) -> (B, K) at test time
+        final = ema.module if ema is not None else model  # the network evaluated and saved
         autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                                   enabled=t.precision == "bf16")
         x_train, y_train, x_test, y_test = on_device(data, device, t.channels_last)
