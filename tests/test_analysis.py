@@ -45,6 +45,30 @@ def test_activations_cover_image_every_conv_layer_and_class_scores():
     np.testing.assert_allclose(activations(model, x, 3), model(x).detach().numpy(), atol=1e-5)
 
 
+def test_top_down_templates_and_switches_are_decoded_per_layer():
+    model = tiny_model()
+    x = torch.rand(5, 1, 16, 16)  # (B, C, H, W)
+    top = [activations(model, x, layer, 2, "top_down").shape for layer in range(4)]
+    # the rendered image I-hat, z(1) and z(2) at each layer's pooled output size, class scores
+    assert top == [(5, 256), (5, 8 * 9 * 9), (5, 16 * 7 * 7), (5, 10)]
+    with torch.no_grad():
+        bu = model.bottom_up(x)
+        td = model.top_down(bu)
+    np.testing.assert_allclose(activations(model, x, 0, 2, "top_down"),
+                               td.image.flatten(1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(activations(model, x, 2, 2, "top_down"),
+                               td.templates[0].flatten(1).numpy(), atol=1e-5)
+    switches = activations(model, x, 1, 2, "switches")  # conv1: a and the one-hot t, 18x18
+    assert switches.shape == (5, 2 * 8 * 18 * 18)
+    assert set(np.unique(switches)) <= {0.0, 1.0}
+    a, t = switches[:, :8 * 18 * 18], switches[:, 8 * 18 * 18:]
+    assert t.sum() == 5 * 8 * 9 * 9  # one winner per pool window
+    np.testing.assert_array_equal(a, bu.switches[0].a.flatten(1).float().numpy())
+    assert activations(model, x, 2, 2, "switches").shape == (5, 16 * 7 * 7)  # no pool: a only
+    with pytest.raises(DRMMError, match="unknown decoding source"):
+        activations(model, x, 1, 2, "pixels")
+
+
 def blob_images(n: int, seed: int = 0):
     """Images of one bright blob at column u (a decodable latent) plus a latent v that the
     images do not depend on at all."""
@@ -57,9 +81,12 @@ def blob_images(n: int, seed: int = 0):
     return torch.tensor(x, dtype=torch.float32), np.stack([u, v], 1)
 
 
-def test_decoding_finds_a_present_latent_and_not_an_absent_one():
+@pytest.mark.parametrize("source, components", [("bottom_up", 10), ("top_down", 10),
+                                                ("switches", 0)])
+def test_decoding_finds_a_present_latent_and_not_an_absent_one(source, components):
     x, z = blob_images(600)
-    rows = decode_model(tiny_model(), x, z, ["u", "v"], "toy", DecodingConfig(max_images=0))
+    rows = decode_model(tiny_model(), x, z, ["u", "v"], "toy",
+                        DecodingConfig(source=source, n_components=components, max_images=0))
     err = {(r["layer_name"], r["latent"]): r["error"] for r in rows}
     assert err[("image", "u")] < 0.5  # far below the 0.9 chance: position is linear in PCs
     assert err[("image", "v")] > 0.75  # nothing to decode: near chance
@@ -117,6 +144,16 @@ def test_analyze_writes_csv_and_figure_for_two_models(synthetic_run, tmp_path):
     assert {r["model"] for r in rows} == {"DRMM", "DCN"}
     assert {r["layer"] for r in rows} == {"0", "1", "2", "3"}
     assert (out / "decoding.png").stat().st_size > 10_000
+    top = tmp_path / "top"
+    assert run_cli(["analyze", "--checkpoint", paths[0], "--data", str(data), "--out", str(top),
+                    "--max-images", "0", "--source", "top_down", "--components", "5",
+                    "--quiet"]) == 0
+    with open(top / "decoding.csv") as f:
+        top_rows = list(csv.DictReader(f))
+    assert len(top_rows) == 4 * len(Z_NAMES)
+    image = {r["latent"]: r["error"] for r in rows if r["model"] == "DRMM" and r["layer"] == "0"}
+    rendered = {r["latent"]: r["error"] for r in top_rows if r["layer"] == "0"}
+    assert image != rendered  # layer 0 is now I-hat, not the image
 
 
 def test_analyze_rejects_bad_inputs(synthetic_run, tmp_path):
@@ -135,6 +172,9 @@ def test_analyze_rejects_bad_inputs(synthetic_run, tmp_path):
                        "x_test": arrays["x_test"][:, :16, :16]})
     with pytest.raises(DRMMError, match="does not fit"):
         run_cli(["analyze", "--checkpoint", paths[0], "--data", str(small), "--out", out])
+    with pytest.raises(DRMMError, match="--components -1"):
+        run_cli(["analyze", "--checkpoint", paths[0], "--data", str(data), "--out", out,
+                 "--components", "-1"])
     assert not (tmp_path / "an").exists()
 
 

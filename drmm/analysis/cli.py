@@ -14,7 +14,7 @@ import csv
 import io
 from pathlib import Path
 
-from drmm.analysis.decoding import DecodingConfig, decode_model
+from drmm.analysis.decoding import SOURCES, DecodingConfig, decode_model
 from drmm.analysis.plot import plot_decoding
 from drmm.checkpoint import load_trained_model
 from drmm.data import load_arrays, load_dataset
@@ -33,6 +33,11 @@ def register(subparsers) -> None:
     p.add_argument("--max-images", type=int, default=4000,
                    help="test images used, half to fit, half held out (default 4000; 0 = all)")
     p.add_argument("--seed", type=int, default=0, help="subset, split and PCA seed (default 0)")
+    p.add_argument("--source", choices=SOURCES, default="bottom_up",
+                   help="features decoded per layer: the bottom-up activations (the paper),"
+                        " the top-down templates z(l), or the switches a and t")
+    p.add_argument("--components", type=int, default=10,
+                   help="principal components per layer (the paper: 10; 0: every feature)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_analyze)
@@ -80,12 +85,15 @@ def cmd_analyze(args) -> int:
                         " checkpoints; give one name per checkpoint")
     if args.max_images < 0 or 0 < args.max_images < 40:
         raise DRMMError(f"--max-images {args.max_images}: use 0 (all) or at least 40")
+    if args.components < 0:
+        raise DRMMError(f"--components {args.components}: use 0 (no PCA) or more")
     require_device(args.device)
     check_out_dir(args.out)
     z, z_names = load_latents(args.data)
     loaded = [load_model(p, args.device) for p in args.checkpoint]
     names = args.names or default_names([c for _, c in loaded])
-    cfg = DecodingConfig(max_images=args.max_images, seed=args.seed)
+    cfg = DecodingConfig(source=args.source, n_components=args.components,
+                         max_images=args.max_images, seed=args.seed)
     rows = []
     for path, (model, run_cfg), name in zip(args.checkpoint, loaded, names, strict=True):
         # The inputs as this model was trained on them (its preprocessing, fitted on x_train).

@@ -1,10 +1,14 @@
 """Linear decoding of the nuisance latents from each layer (section 5.4, Figure 4).
 
 For a trained model and rendered test images with known latents (drmm/synthetic):
-1. take each layer's activations: layer 0 is the model's input image, layer l = 1..L the output
-   of conv layer l (after BatchNorm, ReLU and its max-pool, if any), and a last layer, the class
-   scores, where the paper says the DRMM finally drops the nuisances;
-2. reduce them to their first 10 principal components;
+1. take each layer's features (`source`): layer 0 is the model's input image, layer l = 1..L
+   conv layer l, and a last layer, the class scores, where the paper says the DRMM finally
+   drops the nuisances. What a conv layer gives:
+   - "bottom_up" (the paper's analysis): its output (after BatchNorm, ReLU and its max-pool);
+   - "top_down": the template z(l) the top-down pass renders there from c-hat (layer 0: the
+     rendered image I-hat), where a DRMM must keep what it needs to reconstruct;
+   - "switches": its latent switches themselves, a and the one-hot t, as 0/1 maps;
+2. reduce them to their first 10 principal components (n_components 0: keep every feature);
 3. quantise each latent into 10 bins at its quantiles (equal-frequency bins, so chance is 90 %);
 4. train a linear classifier (scikit-learn multinomial logistic regression on the standardised
    components) to predict the bin, and report its classification error.
@@ -27,10 +31,13 @@ import torch
 from drmm.errors import DRMMError
 from drmm.model import DRMM
 
+SOURCES = ("bottom_up", "top_down", "switches")
+
 
 @dataclass
 class DecodingConfig:
-    n_components: int = 10  # principal components kept per layer (the paper: 10)
+    source: str = "bottom_up"  # the features decoded: bottom_up | top_down | switches (above)
+    n_components: int = 10  # principal components kept per layer (the paper: 10); 0: no PCA
     n_bins: int = 10  # quantile bins per latent (the paper: 10)
     max_images: int = 4000  # test images used, half to fit and half held out; 0 = all
     seed: int = 0  # the image subset, the fit / held-out split and the randomized PCA
@@ -46,17 +53,31 @@ def layer_names(model: DRMM) -> list[str]:
 
 
 @torch.no_grad()
-def activations(model: DRMM, x: torch.Tensor, layer: int, batch_size: int = 500) -> np.ndarray:
-    """Flattened activations of `layer` (see layer_names) for images x, (N, D) float32."""
+def activations(model: DRMM, x: torch.Tensor, layer: int, batch_size: int = 500,
+                source: str = "bottom_up") -> np.ndarray:
+    """Flattened features of `layer` (see layer_names) for images x, (N, D) float32; source:
+    see the module docstring (the image and the class scores are the same for every source)."""
+    if source not in SOURCES:
+        raise DRMMError(f"unknown decoding source {source!r}; use one of {SOURCES}")
+    n_conv = len(model.layers)
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
         h = x[i:i + batch_size]  # (b, C, H, W)
-        for conv_layer in model.layers[:layer]:
-            h, _ = conv_layer.up(h)  # (b, C_l, H_l, W_l)
-        if layer == len(model.layers) + 1:
-            h = model.classifier(h.mean(dim=(2, 3)))  # (b, K) class scores
+        if source == "top_down" and layer <= n_conv:
+            td = model.top_down(model.bottom_up(h))
+            # templates run top layer first: z(l), the input of layer l's down pass
+            h = td.image if layer == 0 else td.templates[n_conv - layer]  # (b, C_l, H', W')
+        elif source == "switches" and 0 < layer <= n_conv:
+            s = model.bottom_up(h).switches[layer - 1]
+            maps = [s.a] if s.t is None else [s.a, s.t_onehot()]  # (b, C_l, H_l, W_l) bool
+            h = torch.cat([m.flatten(1) for m in maps], dim=1).float()  # (b, D)
+        else:  # bottom_up, the image, the class scores
+            for conv_layer in model.layers[:layer]:
+                h, _ = conv_layer.up(h)  # (b, C_l, H_l, W_l)
+            if layer == n_conv + 1:
+                h = model.classifier(h.mean(dim=(2, 3)))  # (b, K) class scores
         out.append(h.flatten(1).float().cpu().numpy())  # (b, D)
     model.train(was_training)
     return np.concatenate(out)
@@ -118,12 +139,13 @@ def _decode_model(model, x, z, z_names, name, cfg, progress):
                         f" {cfg.n_bins} bins; use at least {4 * cfg.n_bins}")
     rows = []
     for layer, layer_name in enumerate(layer_names(model)):
-        acts_fit = activations(model, x[fit], layer, cfg.batch_size)  # (n_fit, D)
-        n_comp = min(cfg.n_components, *acts_fit.shape)
-        pca = PCA(n_components=n_comp, svd_solver="randomized", random_state=cfg.seed)
-        features_fit = pca.fit_transform(acts_fit)  # (n_fit, n_comp)
-        del acts_fit
-        features_held = pca.transform(activations(model, x[held], layer, cfg.batch_size))
+        features_fit = activations(model, x[fit], layer, cfg.batch_size, cfg.source)
+        features_held = activations(model, x[held], layer, cfg.batch_size, cfg.source)
+        if cfg.n_components:  # (n, D) -> (n, n_components)
+            n_comp = min(cfg.n_components, *features_fit.shape)
+            pca = PCA(n_components=n_comp, svd_solver="randomized", random_state=cfg.seed)
+            features_fit = pca.fit_transform(features_fit)
+            features_held = pca.transform(features_held)
         for latent, (error, chance) in zip(
                 z_names, decode_errors(features_fit, features_held, z[fit], z[held], cfg),
                 strict=True):
