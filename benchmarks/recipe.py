@@ -33,6 +33,7 @@ VARIANTS: dict[str, dict] = {
     "render_label": {"loss.unsup_on": "all", "loss.render_from": "label"},
     "epochs_80": {"train.epochs": 80},
     "warmup_translate": {"train.kl_warmup": 10, "train.augment": "translate"},
+    "translate_kl_warmup_1": {"train.augment": "translate", "train.kl_warmup": 1},
     "warmup_translate_ema": {"train.kl_warmup": 10, "train.augment": "translate",
                              "train.ema": 0.98},
 }

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -307,9 +307,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         if is_main:
             warn_slow_precision(t.precision, device)
         model, objective, stepper = build_model(cfg, dist)
-        # With train.ema, an exponential moving average of the weights and of the BatchNorm
-        # statistics is what is evaluated and saved as the model; `model` is what SGD moves.
-        ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
+        # With train.ema, an exponential moving average of the weights is what is evaluated and
+        # saved as the model (its BatchNorm statistics recomputed for it, see end_of_epoch);
+        # `model` is what SGD moves.
+        ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=False)
                if t.ema else None)
         final = ema.module if ema is not None else model  # the network evaluated and saved
         autocast = torch.autocast(device.type, dtype=torch.bfloat16,
@@ -381,6 +382,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                     run.epoch_seconds = time.perf_counter() - t0
                     run.wall_seconds = time.perf_counter() - wall0
                     ckpt.save(run)
+            if ema is not None:
+                recompute_bn(final, x_train)
             record = end_of_epoch(run, epoch, final, x_test, y_test, t, opt,
                                   time.perf_counter() - t0, wall0, steps_per_epoch)
             bar.write(f"epoch {epoch + 1}: {describe_error(record['test_error'])}"
@@ -402,6 +405,13 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         save_reconstructions(final, x_test if x_test is not None else x_train,
                              out / "reconstructions.png")
     return metrics
+
+
+def recompute_bn(model: DRMM, x_train: torch.Tensor, images: int = 5000, batch: int = 500):
+    """The BatchNorm statistics of a weight average, measured afresh on the first `images`
+    training images. (Averaging the statistics along with the weights gave chance-level test
+    error: each step's statistics belong to that step's weights; results/recipe.md.)"""
+    update_bn((x_train[i:i + batch] for i in range(0, min(images, len(x_train)), batch)), model)
 
 
 def build_model(cfg: Config, dist: distributed.Dist) -> tuple[DRMM, Objective, nn.Module]:
