@@ -40,14 +40,16 @@ VARIANTS: dict[str, dict] = {
 
 
 def run(dataset: str, variant: str, seed: int, extra: dict, data_dir: str | None) -> dict:
-    from drmm.config import preset
+    from drmm.config import apply_overrides, preset
     from drmm.train import train
 
     cfg = preset(dataset)
+    nested: dict[str, dict] = {}
     for key, value in {**VARIANTS[variant], **extra, "train.seed": seed,
                        "train.tensorboard": False}.items():
         section, name = key.split(".")
-        setattr(getattr(cfg, section), name, value)
+        nested.setdefault(section, {})[name] = value
+    apply_overrides(cfg, nested, source=f"recipe variant {variant}")  # checks keys and types
     if data_dir:
         cfg.train.data_dir = data_dir
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -135,7 +134,7 @@ def main(args) -> dict:
     ips = {k: spread([args.batch / t for t in v]) for k, v in seconds.items()}
     ratios = {f"{k}_over_{base}": spread([a / b for a, b in zip(seconds[k], seconds[base],
                                                                 strict=True)])
-              for k, base in ratio_pairs(runs)}
+              for k, base in ratio_pairs(variants)}
     # Wide: single rounds scatter more than --wide around the median. The medians' intervals
     # say whether two figures still differ.
     wide = sorted(k for k, v in {**ips, **ratios}.items()
@@ -172,18 +171,21 @@ def main(args) -> dict:
     return result
 
 
-def ratio_pairs(runs: dict) -> list[tuple[str, str]]:
-    """(variant, baseline) pairs to compare: each DRMM step against the supervised step of the
-    same layout, precision and threads; each other variant against the plain one of its kind."""
-    pairs = [(k, k.replace("drmm", "supervised", 1)) for k in runs if k.startswith("drmm")]
-    for k in runs:
-        base = re.sub(r"_(channels_last|bf16)", "", k)
-        if base != k and base in runs:
-            pairs.append((k, base))
-    threads = sorted({int(m.group(1)) for k in runs if (m := re.search(r"_(\d+)t$", k))})
-    for k in runs:  # more threads against one thread, the same step
-        if threads and k.endswith(f"_{threads[0]}t"):
-            pairs += [(k[:-len(f"_{threads[0]}t")] + f"_{n}t", k) for n in threads[1:]]
+def ratio_pairs(variants: dict[str, tuple]) -> list[tuple[str, str]]:
+    """(variant, baseline) pairs to compare, from the variants' (supervised, channels_last,
+    bf16, threads): each DRMM step against the supervised step of the same layout, precision
+    and threads; each channels_last or bf16 step against the plain step of its kind; each step
+    with more threads against the same step with the fewest."""
+    name = {v: k for k, v in variants.items()}
+    fewest = min(n for *_, n in variants.values())
+    pairs = []
+    for k, (supervised, channels_last, bf16, n) in variants.items():
+        baselines = [(True, channels_last, bf16, n)] if not supervised else []
+        if channels_last or bf16:
+            baselines.append((supervised, False, False, n))
+        if n != fewest:
+            baselines.append((supervised, channels_last, bf16, fewest))
+        pairs += [(k, name[b]) for b in baselines if b in name]
     return pairs
 
 

@@ -308,7 +308,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
             warn_slow_precision(t.precision, device)
         model, objective, stepper = build_model(cfg, dist)
         # With train.ema, an exponential moving average of the weights is what is evaluated and
-        # saved as the model (its BatchNorm statistics recomputed for it, see end_of_epoch);
+        # saved as the model (its BatchNorm statistics measured anew, see recompute_bn);
         # `model` is what SGD moves.
         ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=False)
                if t.ema else None)

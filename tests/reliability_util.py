@@ -3,15 +3,19 @@ and a bit-for-bit comparison of two run folders."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import drmm.train
 from drmm.config import Config, preset
 from drmm.data import Dataset
 from drmm.data import to_tensor_images as to_images
+
+REAL_STEP_TERMS = drmm.train.step_terms  # the seam the fault injections replace
 
 # Record fields that measure time, not what was computed: they differ between equal runs.
 TIMING = {"epoch_seconds", "images_per_s", "wall_seconds"}
@@ -101,3 +105,18 @@ def assert_same_run(a: Path, b: Path) -> None:
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
     ma.pop("wall_seconds"), mb.pop("wall_seconds")
     assert ma == mb
+
+
+def inject(monkeypatch, fault, at_calls):
+    """Replace drmm.train.step_terms: call number n (from 1) in at_calls gets fault(terms)."""
+    calls = itertools.count(1)
+
+    def step_terms(*args, **kwargs):
+        terms = REAL_STEP_TERMS(*args, **kwargs)
+        return fault(terms) if next(calls) in at_calls else terms
+
+    monkeypatch.setattr(drmm.train, "step_terms", step_terms)
+
+
+def crash(terms):
+    raise RuntimeError("injected crash")

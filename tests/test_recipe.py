@@ -5,7 +5,14 @@ import itertools
 
 import pytest
 import torch
-from reliability_util import assert_same_run, tiny_config, tiny_dataset
+from reliability_util import (
+    REAL_STEP_TERMS,
+    assert_same_run,
+    crash,
+    inject,
+    tiny_config,
+    tiny_dataset,
+)
 
 import drmm.train
 from drmm.checkpoint import load_checkpoint, load_trained_model
@@ -83,22 +90,15 @@ def test_ema_run_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
     assert average.keys() == online.keys()
     assert not torch.equal(average["layers.0.conv.weight"], online["layers.0.conv.weight"])
     assert not torch.equal(average["layers.0.bn.running_mean"],
-                           online["layers.0.bn.running_mean"])  # BN statistics averaged too
+                           online["layers.0.bn.running_mean"])  # its own BN statistics
     model, _, _ = load_trained_model(ref)
     assert torch.equal(model.state_dict()["layers.0.conv.weight"], average["layers.0.conv.weight"])
 
-    real, calls = drmm.train.step_terms, itertools.count(1)
-
-    def crash_at_13(*args, **kwargs):
-        if next(calls) == 13:
-            raise RuntimeError("injected crash")
-        return real(*args, **kwargs)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(drmm.train, "step_terms", crash_at_13)
+    inject(monkeypatch, crash, {13})
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, out, data=tiny_dataset(), progress=False)
-    monkeypatch.setattr(drmm.train, "step_terms", real)
+    monkeypatch.setattr(drmm.train, "step_terms", REAL_STEP_TERMS)
     train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(ref, out)
     assert all(torch.equal(v, load_checkpoint(out / "checkpoint.pt")["online_model"][k])

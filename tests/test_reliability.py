@@ -21,8 +21,11 @@ import numpy as np
 import pytest
 import torch
 from reliability_util import (
+    REAL_STEP_TERMS,
     assert_same_run,
     cli_train_args,
+    crash,
+    inject,
     tiny_arrays,
     tiny_config,
     tiny_dataset,
@@ -42,8 +45,6 @@ from drmm.errors import DRMMError
 from drmm.model import DRMM
 from drmm.train import train
 
-REAL_STEP_TERMS = drmm.train.step_terms
-
 
 def one_line_error(capsys) -> str:
     """The CLI's stderr: exactly one line, which is returned."""
@@ -61,17 +62,6 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
-def inject(monkeypatch, fault, at_calls):
-    """Replace drmm.train.step_terms: call number n (from 1) in at_calls gets fault(terms)."""
-    calls = itertools.count(1)
-
-    def step_terms(*args, **kwargs):
-        terms = REAL_STEP_TERMS(*args, **kwargs)
-        return fault(terms) if next(calls) in at_calls else terms
-
-    monkeypatch.setattr(drmm.train, "step_terms", step_terms)
-
-
 def nan_loss(terms):
     return {**terms, "loss": terms["loss"] * float("nan")}
 
@@ -86,10 +76,6 @@ class InfGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return g * float("inf")
-
-
-def crash(terms):
-    raise RuntimeError("injected crash")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,13 +139,15 @@ def _decode_model(model, x, z, z_names, name, cfg, progress):
                         f" {cfg.n_bins} bins; use at least {4 * cfg.n_bins}")
     rows = []
     for layer, layer_name in enumerate(layer_names(model)):
-        features_fit = activations(model, x[fit], layer, cfg.batch_size, cfg.source)
-        features_held = activations(model, x[held], layer, cfg.batch_size, cfg.source)
-        if cfg.n_components:  # (n, D) -> (n, n_components)
+        features_fit = activations(model, x[fit], layer, cfg.batch_size, cfg.source)  # (n, D)
+        pca = None
+        if cfg.n_components:  # reduced before the held-out half is computed: one (n, D) at a time
             n_comp = min(cfg.n_components, *features_fit.shape)
             pca = PCA(n_components=n_comp, svd_solver="randomized", random_state=cfg.seed)
-            features_fit = pca.fit_transform(features_fit)
-            features_held = pca.transform(features_held)
+            features_fit = pca.fit_transform(features_fit)  # (n_fit, n_comp)
+        features_held = activations(model, x[held], layer, cfg.batch_size, cfg.source)
+        if pca is not None:
+            features_held = pca.transform(features_held)  # (n_held, n_comp)
         for latent, (error, chance) in zip(
                 z_names, decode_errors(features_fit, features_held, z[fit], z[held], cfg),
                 strict=True):

@@ -19,7 +19,7 @@ PAD = 4  # pixels of zero padding around the image for crop_flip's random crop
 SHIFT = 2  # translate: the largest shift, pixels each way
 
 
-def crop_flip(x: torch.Tensor, pad: int = PAD, flip: bool = True) -> torch.Tensor:
+def random_crop(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     """x (B, C, H, W) -> (B, C, H, W): per image, a random H x W crop of x zero-padded by `pad`
     pixels (0 is the mean of standardized images), mirrored left-right half the time if flip."""
     b, _, h, w = x.shape
@@ -42,5 +42,5 @@ def augment(batch: tuple, mode: str) -> tuple:
         return batch
     x_lab, y_lab, x_unl = batch
     pad, flip = (PAD, True) if mode == "crop_flip" else (SHIFT, False)
-    return (crop_flip(x_lab, pad, flip), y_lab,
-            None if x_unl is None else crop_flip(x_unl, pad, flip))
+    return (random_crop(x_lab, pad, flip), y_lab,
+            None if x_unl is None else random_crop(x_unl, pad, flip))
