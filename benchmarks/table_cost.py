@@ -80,6 +80,8 @@ def main(args) -> dict:
     device = torch.device(args.device)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__, "tables": {}}
+    if args.speeds_from:  # FLOPs are counted here; the given speeds were measured elsewhere
+        result["speeds_from"] = args.speeds_from
     for table, (_, _, n_unlabeled) in DATA.items():
         t = TABLES[table]
         runs = len(t.rows) * len(t.labels) * args.seeds
@@ -121,6 +123,7 @@ def parse_args(argv=None):
     p.add_argument("--time", action="store_true", help="measure images/s here (CPU: ~2 min)")
     p.add_argument("--images-per-s", nargs="*", default=[], type=table_speed, metavar="TABLE=SPEED",
                    help="known training speeds, e.g. table1=850 table4=30")
+    p.add_argument("--speeds-from", help="where the given speeds were measured (kept in the JSON)")
     p.add_argument("--tflops", type=float,
                    help="else: price the tables at this assumed sustained TFLOP/s")
     p.add_argument("--out", help="JSON file to write")
