@@ -84,11 +84,13 @@ def sync(device) -> None:
 
 
 def paper_schedule(cfg, device, batch: int = 100) -> None:
-    """Appendix A's optimiser: plain SGD, lr 0.2 -> 1e-4 decayed exponentially, batch 100."""
+    """Appendix A's optimiser: plain SGD, lr 0.2 -> 1e-4 decayed exponentially, batch 100, and
+    none of our additions (augmentation, KL warm-up, weight average) unless a part sets them."""
     from drmm.config import PAPER_SCHEDULE
 
     t = cfg.train
-    for key in ("optimizer", "lr", "lr_final", "decay", "momentum"):  # epochs: what fits
+    keys = ("optimizer", "lr", "lr_final", "decay", "momentum", "augment", "kl_warmup", "ema")
+    for key in keys:  # epochs: what fits
         setattr(t, key, PAPER_SCHEDULE[key])
     t.batch_size, t.seed, t.device = batch, 0, str(device)
     # log_every: the NaN check and the progress line are host syncs; on CUDA train() does

@@ -100,11 +100,11 @@ def main(argv=None) -> None:
     extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = ({(r["variant"], r["seed"], json.dumps(r["overrides"]))
+    done = ({(r["dataset"], r["variant"], r["seed"], json.dumps(r["overrides"]))
              for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set())
     for variant in a.variants:
         for seed in a.seeds:
-            if (variant, seed, json.dumps(extra)) in done:
+            if (a.dataset, variant, seed, json.dumps(extra)) in done:
                 continue
             r = run(a.dataset, variant, seed, extra, a.data_dir)
             print(f"recipe: {a.dataset} {variant} seed {seed}: test error"

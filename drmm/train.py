@@ -381,6 +381,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                         and run.step < steps_per_epoch:
                     run.epoch_seconds = time.perf_counter() - t0
                     run.wall_seconds = time.perf_counter() - wall0
+                    if ema is not None:  # the saved average must be usable as it stands
+                        recompute_bn(final, x_train)
                     ckpt.save(run)
             if ema is not None:
                 recompute_bn(final, x_train)

@@ -60,3 +60,26 @@ def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
     recipe.main(["--report", str(out)])
     table = capsys.readouterr().out
     assert "| digits | translate {\"train.epochs\": 1, \"train.batch_size\": 200} |" in table
+
+
+def test_pixel_decodability_tiny(tmp_path):
+    import numpy as np
+    import pixel_decodability
+    import pytest
+
+    from drmm.errors import DRMMError
+    from drmm.synthetic import render_dataset
+
+    data = tmp_path / "syn.npz"
+    np.savez(data, **render_dataset(120, 60, seed=0))
+    out = tmp_path / "p.json"
+    result = pixel_decodability.main(
+        ["--data", str(data), "--latents", "x", "slant", "--fit", "100", "--epochs", "1",
+         "--arch", "conv_tiny", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert list(result["latents"]) == ["x", "slant"]
+    for row in result["latents"].values():
+        for key in ("chance", *pixel_decodability.DECODERS):
+            assert 0 <= row[key] <= 1, key
+    with pytest.raises(DRMMError, match="unknown latents \\['roll'\\]"):
+        pixel_decodability.main(["--data", str(data), "--latents", "roll"])

@@ -1,6 +1,7 @@
 """The recipe options of issue 13: KL warm-up, the weight average (EMA), translations, and the
 top-down pass of labeled images from their label."""
 
+import copy
 import itertools
 
 import pytest
@@ -19,7 +20,7 @@ from drmm.checkpoint import load_checkpoint, load_trained_model
 from drmm.data.augment import augment
 from drmm.losses import LossConfig, drmm_objective
 from drmm.model import DRMM, ModelConfig
-from drmm.train import step_terms, train, warmup
+from drmm.train import prepare, recompute_bn, step_terms, train, warmup
 
 
 def test_warmup_ramps_linearly_and_none_is_one():
@@ -98,6 +99,13 @@ def test_ema_run_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
     inject(monkeypatch, crash, {13})
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, out, data=tiny_dataset(), progress=False)
+    # Its last checkpoint is mid-epoch (epoch 2, step 3): the average saved there carries
+    # BatchNorm statistics measured for its own weights, as at an epoch's end.
+    mid, _, _ = load_trained_model(out)
+    measured = copy.deepcopy(mid)
+    recompute_bn(measured, prepare(copy.deepcopy(cfg), tiny_dataset())[0].x_train)
+    assert torch.allclose(mid.state_dict()["layers.0.bn.running_mean"],
+                          measured.state_dict()["layers.0.bn.running_mean"])
     monkeypatch.setattr(drmm.train, "step_terms", REAL_STEP_TERMS)
     train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(ref, out)

@@ -27,7 +27,8 @@ from tests.reliability_util import tiny_config, tiny_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 APPENDIX_A = dict(optimizer="sgd", lr=0.2, lr_final=1e-4, decay="exp", momentum=0.0,
-                  epochs=500, batch_size=100, unlabeled=None)  # written out, not imported
+                  epochs=500, batch_size=100, unlabeled=None,  # written out, not imported
+                  augment="none", kl_warmup=0.0, ema=0.0)  # the paper adds none of these
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
@@ -50,6 +51,24 @@ def test_fast_table1_decays_exponentially_not_as_the_mnist_preset(tmp_path):
     (run,) = plan("table1", "fast", ["+KL+NN"], [100], [0], tmp_path, {}, {})
     t = run.cfg.train
     assert (t.optimizer, t.lr, t.lr_final, t.decay, t.epochs) == ("sgd", 0.2, 1e-4, "exp", 3)
+
+
+def test_cpu_hour_is_the_mnist_preset_and_paper_drops_its_additions(tmp_path):
+    mnist = preset("mnist").train
+    assert mnist.augment == "translate"  # the preset departs from the paper...
+    (cpu_hour,) = plan("table1", "cpu-hour", ["+KL+NN"], [100], [0], tmp_path, {}, {})
+    (paper,) = plan("table1", "paper", ["+KL+NN"], [100], [0], tmp_path, {}, {})
+    for key in SCHEDULE_KEYS:
+        assert getattr(cpu_hour.cfg.train, key) == getattr(mnist, key), key
+    assert paper.cfg.train.augment == "none"  # ...and the paper schedule does not inherit it
+
+
+def test_schedule_without_the_table_is_a_clear_error(tmp_path):
+    from drmm.errors import DRMMError
+    from drmm.reproduce import reproduce
+
+    with pytest.raises(DRMMError, match="schedule 'cpu-hour' has no table4.*'fast', 'paper'"):
+        reproduce("table4", tmp_path / "t", schedule="cpu-hour", dry_run=True)
 
 
 def test_mnist_paper_yaml_is_the_paper_schedule():

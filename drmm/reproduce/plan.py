@@ -120,6 +120,10 @@ def reproduce(table_name: str, out: str | Path, schedule: str = "fast",
         raise DRMMError(f"unknown table {table_name!r}; choose one of {sorted(TABLES)}")
     if schedule not in SCHEDULES:
         raise DRMMError(f"unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}")
+    if table_name not in SCHEDULES[schedule]:
+        have = sorted(k for k, v in SCHEDULES.items() if table_name in v)
+        raise DRMMError(f"schedule {schedule!r} has no {table_name} (it covers "
+                        f"{sorted(SCHEDULES[schedule])}); choose one of {have}")
     table = TABLES[table_name]
     out = Path(out)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}

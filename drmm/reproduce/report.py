@@ -77,6 +77,8 @@ def describe_settings(config: dict, n_unlabeled: list[int] | None = None) -> str
             f" {t.get('momentum')}) lr {t.get('lr')} -> {t.get('lr_final')}"
             f" {DECAY_WORDS.get(decay, decay)}, batch {t.get('batch_size')} (half labeled, half"
             f" unlabeled), N_U = {n_u}, preprocess {t.get('preprocess', 'none')},"
+            f" augment {t.get('augment', 'none')}, KL warm-up {t.get('kl_warmup', 0.0)} epochs,"
+            f" weight average {t.get('ema', 0.0) or 'none'},"
             f" {config.get('model', {}).get('arch')} on {t.get('dataset')}")
 
 
