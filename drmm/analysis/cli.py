@@ -107,7 +107,9 @@ def cmd_analyze(args) -> int:
                              progress=None if args.quiet else print)
     out = Path(args.out)
     write_csv(rows, out / "decoding.csv")
-    plot_decoding(rows, out / "decoding.png")
+    reduced = f"{cfg.n_components} PCs" if cfg.n_components else "every feature"
+    plot_decoding(rows, out / "decoding.png", title=f"Linear decoding of the latents from each"
+                  f" layer ({cfg.source.replace('_', '-')}, {reduced}, {cfg.n_bins} bins)")
     for name in names:
         by_layer = {}
         for r in rows:

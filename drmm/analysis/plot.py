@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from drmm.files import atomic_write
 
 
-def plot_decoding(rows: list[dict], path: str | Path) -> None:
+def plot_decoding(rows: list[dict], path: str | Path,
+                  title: str = "Linear decoding of the latents from each layer") -> None:
     """rows: the decoding.csv rows (model, layer, latent, error, chance, layer_name)."""
     latents = list(dict.fromkeys(r["latent"] for r in rows))  # in first-seen order
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -37,6 +38,6 @@ def plot_decoding(rows: list[dict], path: str | Path) -> None:
         ax.tick_params(axis="y", labelsize=7)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower right", fontsize=8, frameon=False)
-    fig.suptitle("Linear decoding of the latents from each layer (10 PCs, 10 bins)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
