@@ -4,7 +4,7 @@
         results/recipe/digits_runs/*.jsonl
 
 Each file's name (without .jsonl) labels its line; names with the same seed<N> share a colour,
-and supervised runs are dotted.
+names that differ only in their seed share a line style (supervised runs: dotted).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
+    styles = {}  # variant (the name without its seed) -> line style, in first-seen order
     for path in map(Path, a.metrics):
         rows = [json.loads(line) for line in path.open()]
         seed = re.search(r"seed(\d+)", path.stem)
+        variant = re.sub(r"seed\d+", "", path.stem)
+        style = ":" if "supervised" in path.stem else styles.setdefault(
+            variant, ["-", "--", "-.", (0, (5, 1, 1, 1))][len(styles) % 4])
         ax.plot([r["epoch"] for r in rows], [100 * r["test_error"] for r in rows],
-                ":" if "supervised" in path.stem else "-",
-                color=f"C{int(seed.group(1)) if seed else 0}", label=path.stem)
+                linestyle=style, color=f"C{int(seed.group(1)) if seed else 0}", label=path.stem)
     ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log", title=a.title)
     ax.legend(ncol=2, fontsize=7)
     fig.tight_layout()
