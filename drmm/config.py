@@ -45,11 +45,12 @@ PAPER_SCHEDULE: dict = dict(
 )
 SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
 
-# MNIST in one hour of 2 CPU cores (issue 13, results/recipe.md): the `mnist` preset and
-# `drmm reproduce table1 --schedule cpu-hour`. Adam with cosine decay: the paper's SGD 0.2 -> 1e-4,
-# squeezed into 15 epochs, spends most of them at tiny rates and stalled at 1.3 % test error by
-# epoch 7 in our trial. Translations of +-2 px: without them a seed can lose a class (2-epoch
-# screen: 8.87 % mean over seeds 0-2, one seed at 22 %, against 1.84 % with them).
+# MNIST in about an hour of 2 CPU cores (52-84 min, by machine; issue 13, results/recipe.md):
+# the `mnist` preset and `drmm reproduce table1 --schedule cpu-hour`. Adam with cosine decay: the
+# paper's SGD 0.2 -> 1e-4, squeezed into 15 epochs, spends most of them at tiny rates and stalled
+# at 1.3 % test error by epoch 7 in our trial. Translations of +-2 px: without them a seed can
+# lose a class (2-epoch screen: 8.87 % mean over seeds 0-2, one seed at 22 %, against 1.84 %
+# with them); at full length on seed 0 they end where the run without them does (0.81 / 0.80 %).
 CPU_HOUR_MNIST: dict = dict(PAPER_SCHEDULE, optimizer="adam", lr=1e-3, lr_final=1e-5,
                             decay="cosine", epochs=20, augment="translate")
 

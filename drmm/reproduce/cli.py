@@ -90,8 +90,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder for runs/, table.md and table.csv")
     p.add_argument("--schedule", choices=sorted(SCHEDULES), default="fast",
                    help="paper: Appendix A (500 epochs, SGD 0.2 -> 1e-4 exponential); fast"
-                   " (default): for limited hardware (drmm/reproduce/tables.py); --dry-run"
-                   " prints every setting")
+                   " (default): for limited hardware (drmm/reproduce/tables.py); cpu-hour"
+                   " (table1): the mnist preset's recipe; --dry-run prints every setting")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--labels", help="comma-separated N_L (default: the paper's columns)")
     p.add_argument("--rows", help="comma-separated rows, e.g. DRMM,+KL+NN (default: all)")
