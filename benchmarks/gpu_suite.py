@@ -89,9 +89,9 @@ def paper_schedule(cfg, device, batch: int = 100) -> None:
     from drmm.config import PAPER_SCHEDULE
 
     t = cfg.train
-    keys = ("optimizer", "lr", "lr_final", "decay", "momentum", "augment", "kl_warmup", "ema")
-    for key in keys:  # epochs: what fits
-        setattr(t, key, PAPER_SCHEDULE[key])
+    for key, value in PAPER_SCHEDULE.items():  # epochs: what fits; batch and N_U: the part's
+        if key not in ("epochs", "batch_size", "unlabeled"):
+            setattr(t, key, value)
     t.batch_size, t.seed, t.device = batch, 0, str(device)
     # log_every: the NaN check and the progress line are host syncs; on CUDA train() does
     # them only every log_every steps (and at each epoch's end).

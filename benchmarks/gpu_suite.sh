@@ -3,8 +3,8 @@
 # measures what a GPU session is for. Four parts, each a process in its own `timeout`, so one
 # slow part cannot eat the others' time:
 #
-#   1. correctness (CORRECT_S, default 75 s; 45 s left pytest 5 s on an H200): a training step in fp32 and in bf16 autocast,
-#      evaluation, checkpoint save + load, a crashed-and-resumed run against an uninterrupted
+#   1. correctness (CORRECT_S, default 75 s; 45 s left its pytest call 5 s on an H200): a
+#      training step in fp32 and in bf16 autocast, evaluation, checkpoint save + load, a crashed-and-resumed run against an uninterrupted
 #      one (max |weight difference| reported: cuDNN is not bit-deterministic), then
 #      `pytest -q -x tests/test_model.py tests/test_losses.py` (CPU tests).
 #   2. throughput (THROUGHPUT_S, 75 s): the DRMM step against the supervised (DCN) step,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drmm.analysis.decoding import quantise
+from drmm.analysis.decoding import DecodingConfig, linear_probe, quantise
 from drmm.config import preset
 from drmm.data import Dataset, load_arrays, to_tensor_images
 from drmm.errors import DRMMError
@@ -41,14 +41,13 @@ DECODERS = ("linear_pca10", "linear_pixels", "cnn")
 
 
 def linear_errors(x_fit, bins_fit, x_test, bins_test, components: int) -> float:
-    """Held-out error of logistic regression on standardised pixels (or their first PCs)."""
+    """Held-out error of the analysis' decoder on the pixels (or on their first PCs)."""
     from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    steps = [PCA(n_components=components, random_state=0)] if components else []
-    clf = make_pipeline(*steps, StandardScaler(), LogisticRegression(max_iter=2000))
+    clf = linear_probe(DecodingConfig().max_iter)
+    if components:
+        clf = make_pipeline(PCA(n_components=components, random_state=0), clf)
     clf.fit(x_fit, bins_fit)
     return float(np.mean(clf.predict(x_test) != bins_test))
 

@@ -98,19 +98,24 @@ def split_indices(n: int, cfg: DecodingConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:half]), np.sort(order[half:])
 
 
-def decode_errors(features_fit: np.ndarray, features_held: np.ndarray, z_fit: np.ndarray,
-                  z_held: np.ndarray, cfg: DecodingConfig) -> list[tuple[float, float]]:
-    """(error, chance) per latent column, from the reduced features of both halves."""
+def linear_probe(max_iter: int):
+    """The decoder (step 4 above): multinomial logistic regression on standardised features,
+    an unfitted scikit-learn pipeline."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+
+
+def decode_errors(features_fit: np.ndarray, features_held: np.ndarray, z_fit: np.ndarray,
+                  z_held: np.ndarray, cfg: DecodingConfig) -> list[tuple[float, float]]:
+    """(error, chance) per latent column, from the reduced features of both halves."""
     results = []
     for k in range(z_fit.shape[1]):
         bins_fit = quantise(z_fit[:, k], z_fit[:, k], cfg.n_bins)  # (n_fit,)
         bins_held = quantise(z_fit[:, k], z_held[:, k], cfg.n_bins)  # (n_held,)
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=cfg.max_iter))
-        clf.fit(features_fit, bins_fit)
+        clf = linear_probe(cfg.max_iter).fit(features_fit, bins_fit)
         error = float(np.mean(clf.predict(features_held) != bins_held))
         majority = np.bincount(bins_fit, minlength=cfg.n_bins).argmax()
         results.append((error, float(np.mean(bins_held != majority))))
