@@ -212,3 +212,30 @@ def test_table5_puts_both_runs_beside_the_paper(tmp_path):
     assert "| DCN (supervised only, same network) | 20.00 | 19.00 | 10 min | 23.44 |" in text
     assert main(["--drmm", dcn, "--dcn", drmm, "--out", str(tmp_path / "x.md")]) == 2
     assert not (tmp_path / "x.md").exists()
+
+
+def test_figure4_merges_runs_into_one_figure(tmp_path):
+    from drmm.analysis.cli import read_csv, write_csv
+    from drmm.analysis.figure4 import main
+
+    def rows(scale):  # two models, three layers, two latents
+        return [{"model": m, "layer": k, "latent": z, "error": scale * (0.5 + 0.1 * k),
+                 "chance": 0.9, "layer_name": f"l{k}"}
+                for m in ("DRMM", "DCN") for k in range(3) for z in ("x", "slant")]
+
+    write_csv(rows(1.0), tmp_path / "a.csv")
+    write_csv(rows(0.8), tmp_path / "b.csv")
+    out = tmp_path / "fig" / "figure4.png"
+    assert main(["--csv", str(tmp_path / "a.csv"), "N_L=4000", "--csv", str(tmp_path / "b.csv"),
+                 "N_L=50K", "--out", str(out)]) == 0
+    merged = read_csv(out.with_suffix(".csv"))
+    assert {r["model"] for r in merged} == {"DRMM N_L=4000", "DCN N_L=4000", "DRMM N_L=50K",
+                                            "DCN N_L=50K"}
+    b = {(r["model"], r["layer"], r["latent"]): r["error"] for r in merged}
+    assert b[("DCN N_L=50K", 2, "x")] == pytest.approx(0.8 * 0.7)
+    assert out.stat().st_size > 10_000
+    # the same label twice would draw two runs as one line; a missing file names itself
+    assert main(["--csv", str(tmp_path / "a.csv"), "L", "--csv", str(tmp_path / "b.csv"), "L",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["--csv", str(tmp_path / "none.csv"), "L", "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()

@@ -79,6 +79,19 @@ def write_csv(rows: list[dict], path: Path) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
+def read_csv(path: str | Path) -> list[dict]:
+    """The rows of a decoding.csv written by write_csv, with numbers as numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise DRMMError(f"{path} not found; make it with `drmm analyze --out {path.parent}`")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or list(rows[0]) != list(COLUMNS):
+        raise DRMMError(f"{path} is not a decoding.csv: expected the columns {', '.join(COLUMNS)}")
+    return [{**r, "layer": int(r["layer"]), "error": float(r["error"]),
+             "chance": float(r["chance"])} for r in rows]
+
+
 def cmd_analyze(args) -> int:
     if args.names and len(args.names) != len(args.checkpoint):
         raise DRMMError(f"--names has {len(args.names)} entries for {len(args.checkpoint)}"

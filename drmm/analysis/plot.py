@@ -1,5 +1,8 @@
 """The decoding figure, drawn like the paper's Figure 4: one panel per latent, the decoding
-error against the layer, one line per model, random chance as a dashed line."""
+error against the layer, one line per model, random chance as a dashed line.
+
+A line's colour comes from the first word of its model name (DRMM, DCN) and its style from the
+rest ("N_L=4000", "N_L=50K"), so the paper's four lines (two models at two N_L) read apart."""
 
 from __future__ import annotations
 
@@ -9,12 +12,19 @@ from matplotlib.figure import Figure
 
 from drmm.files import atomic_write
 
+LINESTYLES = ("-", ":", "-.", (0, (5, 1)))  # not "--": that is the chance line
+
 
 def plot_decoding(rows: list[dict], path: str | Path,
                   title: str = "Linear decoding of the latents from each layer") -> None:
     """rows: the decoding.csv rows (model, layer, latent, error, chance, layer_name)."""
     latents = list(dict.fromkeys(r["latent"] for r in rows))  # in first-seen order
     models = list(dict.fromkeys(r["model"] for r in rows))
+    families = list(dict.fromkeys(m.split(" ", 1)[0] for m in models))
+    variants = list(dict.fromkeys(m.partition(" ")[2] for m in models))
+    style = {m: {"color": f"C{families.index(m.split(' ', 1)[0]) % 10}",
+                 "linestyle": LINESTYLES[variants.index(m.partition(" ")[2]) % len(LINESTYLES)]}
+             for m in models}
     cols = min(4, len(latents))
     n_rows = -(-len(latents) // cols)
     fig = Figure(figsize=(3.2 * cols, 2.8 * n_rows))
@@ -26,7 +36,7 @@ def plot_decoding(rows: list[dict], path: str | Path,
         for model in models:
             pts = sorted((r["layer"], r["error"]) for r in mine if r["model"] == model)
             ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3,
-                    label=model)
+                    label=model, **style[model])
         chance = sum(r["chance"] for r in mine) / len(mine)
         ax.axhline(100 * chance, color="gray", linestyle="--", linewidth=1, label="chance")
         names = {r["layer"]: r["layer_name"] for r in mine}  # the first model's, if they differ
