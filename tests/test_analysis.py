@@ -192,6 +192,7 @@ def test_default_names_tell_runs_apart():
 def fake_run(folder, supervised: bool, labels: int, error: float):
     cfg = Config()
     cfg.train.supervised_only, cfg.train.labels = supervised, labels
+    cfg.train.decay = "cosine"  # not the default, so a misread key cannot pass for it
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
     (folder / "metrics.json").write_text(json.dumps(
@@ -210,6 +211,10 @@ def test_table5_puts_both_runs_beside_the_paper(tmp_path):
     text = out.read_text()
     assert "| DRMM + KL and NN penalty | 12.34 | 11.34 | 10 min | 6.48 |" in text
     assert "| DCN (supervised only, same network) | 20.00 | 19.00 | 10 min | 23.44 |" in text
+    # the settings come from the saved config as it is now (its decay is no longer `schedule`)
+    from drmm.reproduce.report import DECAY_WORDS
+
+    assert DECAY_WORDS["cosine"] in text
     assert main(["--drmm", dcn, "--dcn", drmm, "--out", str(tmp_path / "x.md")]) == 2
     assert not (tmp_path / "x.md").exists()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from drmm.errors import DRMMError
 from drmm.files import atomic_write
+from drmm.reproduce.report import describe_settings
 
 # The paper's Table 5: test error (%) on its Blender set, ConvLarge 9-layer networks, N_U = 50K.
 PAPER = {"Conv Large 9-layer (DCN)": {4000: 23.44, 50000: 2.63},
@@ -31,13 +32,11 @@ def read_run(folder: str) -> tuple[dict, dict]:
 
 
 def describe(cfg: dict) -> str:
-    t, m, lo = cfg["train"], cfg["model"], cfg["loss"]
-    return (f"{m['arch']} at {m['image_size']}x{m['image_size']}, {t['epochs']} epochs,"
-            f" {t['optimizer']} lr {t['lr']} -> {t['lr_final']}"
-            f" ({t.get('schedule', 'exp')}), batch {t['batch_size']}, seed {t['seed']},"
-            f" preprocess {t.get('preprocess', 'none')};"
-            f" weights H/RC/KL/NN {lo['alpha_h']}/{lo['alpha_rc']}/{lo['alpha_kl']}/"
-            f"{lo['alpha_nn']}")
+    """The run's training settings (as `reproduce` reports them) and its loss weights."""
+    lo = cfg["loss"]
+    return (f"{describe_settings(cfg)}, {cfg['model'].get('image_size')}x"
+            f"{cfg['model'].get('image_size')}; weights H/RC/KL/NN {lo['alpha_h']}/"
+            f"{lo['alpha_rc']}/{lo['alpha_kl']}/{lo['alpha_nn']}")
 
 
 def table(drmm_run: str, dcn_run: str) -> str:
