@@ -20,10 +20,11 @@ def plot_decoding(rows: list[dict], path: str | Path,
     """rows: the decoding.csv rows (model, layer, latent, error, chance, layer_name)."""
     latents = list(dict.fromkeys(r["latent"] for r in rows))  # in first-seen order
     models = list(dict.fromkeys(r["model"] for r in rows))
-    families = list(dict.fromkeys(m.split(" ", 1)[0] for m in models))
-    variants = list(dict.fromkeys(m.partition(" ")[2] for m in models))
-    style = {m: {"color": f"C{families.index(m.split(' ', 1)[0]) % 10}",
-                 "linestyle": LINESTYLES[variants.index(m.partition(" ")[2]) % len(LINESTYLES)]}
+    family = {m: m.partition(" ")[0] for m in models}  # "DRMM N_L=4000" -> "DRMM"
+    variant = {m: m.partition(" ")[2] for m in models}  # "DRMM N_L=4000" -> "N_L=4000"
+    families, variants = list(dict.fromkeys(family.values())), list(dict.fromkeys(variant.values()))
+    style = {m: {"color": f"C{families.index(family[m]) % 10}",
+                 "linestyle": LINESTYLES[variants.index(variant[m]) % len(LINESTYLES)]}
              for m in models}
     cols = min(4, len(latents))
     n_rows = -(-len(latents) // cols)

@@ -33,10 +33,10 @@ def read_run(folder: str) -> tuple[dict, dict]:
 
 def describe(cfg: dict) -> str:
     """The run's training settings (as `reproduce` reports them) and its loss weights."""
-    lo = cfg["loss"]
-    return (f"{describe_settings(cfg)}, {cfg['model'].get('image_size')}x"
-            f"{cfg['model'].get('image_size')}; weights H/RC/KL/NN {lo['alpha_h']}/"
-            f"{lo['alpha_rc']}/{lo['alpha_kl']}/{lo['alpha_nn']}")
+    lo, size = cfg["loss"], cfg["model"].get("image_size")
+    return (f"{describe_settings(cfg)}, {size}x{size}, seed {cfg['train'].get('seed')};"
+            f" weights H/RC/KL/NN {lo['alpha_h']}/{lo['alpha_rc']}/{lo['alpha_kl']}/"
+            f"{lo['alpha_nn']}")
 
 
 def table(drmm_run: str, dcn_run: str) -> str:
