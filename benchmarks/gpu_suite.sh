@@ -4,8 +4,9 @@
 # slow part cannot eat the others' time:
 #
 #   1. correctness (CORRECT_S, default 75 s; 45 s left its pytest call 5 s on an H200): a
-#      training step in fp32 and in bf16 autocast, evaluation, checkpoint save + load, a crashed-and-resumed run against an uninterrupted
-#      one (max |weight difference| reported: cuDNN is not bit-deterministic), then
+#      training step in fp32 and in bf16 autocast, evaluation, checkpoint save + load, a
+#      crashed-and-resumed run against an uninterrupted one (max |weight difference|
+#      reported: cuDNN is not bit-deterministic), then
 #      `pytest -q -x tests/test_model.py tests/test_losses.py` (CPU tests).
 #   2. throughput (THROUGHPUT_S, 75 s): the DRMM step against the supervised (DCN) step,
 #      ConvSmall and ConvLarge, batch 100 and 500, fp32 and bf16, channels-last and NCHW;

@@ -24,9 +24,8 @@ def merge(sources: list[tuple[str, str]]) -> list[dict]:
     rows = []
     for path, label in sources:
         rows += [{**r, "model": f"{r['model']} {label}"} for r in read_csv(path)]
-    names = [r["model"] for r in rows]
     keys = {(r["model"], r["layer"], r["latent"]) for r in rows}
-    if len(keys) < len(names):
+    if len(keys) < len(rows):
         raise DRMMError("two CSVs give the same model name, layer and latent; give each --csv"
                         " its own label")
     return rows
