@@ -38,6 +38,7 @@ PAPER_SCHEDULE: dict = dict(
     momentum=0.0,  # none
     epochs=500,  # passes over the unlabeled set
     batch_size=100,  # 50 labeled + 50 unlabeled images per step
+    labeled_batch=None,  # half of each batch labeled
     unlabeled=None,  # N_U: the whole training set
     augment="none",  # no data augmentation
     kl_warmup=0.0,  # alpha_KL at its full weight from the first step
@@ -67,7 +68,8 @@ class TrainConfig:
     image_size: int | None = None  # folder:DIR: resize every image to this square size, pixels
     augment: str = PAPER_SCHEDULE["augment"]  # none | crop_flip: crop + mirror | translate: +-2 px
     epochs: int = PAPER_SCHEDULE["epochs"]  # an epoch = one pass over the unlabeled set
-    batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step: half labeled, half not
+    batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step, labeled and unlabeled
+    labeled_batch: int | None = PAPER_SCHEDULE["labeled_batch"]  # labeled per step (None: half)
     optimizer: str = PAPER_SCHEDULE["optimizer"]  # sgd (the paper) | adam
     lr: float = PAPER_SCHEDULE["lr"]  # initial learning rate
     lr_final: float = PAPER_SCHEDULE["lr_final"]  # learning rate at the last step
@@ -89,6 +91,11 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast; for CUDA, float32 stays the CPU default)
     sync_bn: bool = False  # torchrun: BatchNorm statistics over all ranks (SyncBatchNorm, CUDA)
     channels_last: bool = True  # NHWC memory layout: 1.28x faster DRMM steps on our 2-core CPU
+
+    def batch_split(self) -> tuple[int, int]:
+        """(labeled, unlabeled) images per step: labeled_batch of batch_size, half by default."""
+        n_lab = self.labeled_batch or self.batch_size // 2
+        return n_lab, self.batch_size - n_lab
 
 
 # The allowed values of every setting that has a fixed set: validate() and the CLI read them here.
@@ -113,7 +120,7 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
@@ -132,6 +139,8 @@ MIGRATIONS = {
     1: renamed_keys,
     # 2 -> 3: train.kl_warmup, train.ema, loss.render_from are new (their defaults: as before).
     2: dict,
+    # 3 -> 4: train.labeled_batch is new (its default: half of each batch, as before).
+    3: dict,
 }
 
 
@@ -342,8 +351,12 @@ def validate(cfg: Config) -> None:
         torch.device(t.device)
     except RuntimeError as e:
         raise DRMMError(f"device {t.device!r} unknown; use cpu, cuda or cuda:N") from e
-    if t.batch_size < 2 or t.batch_size % 2:
-        raise DRMMError(f"batch_size {t.batch_size} must be even (half labeled, half unlabeled)")
+    if t.labeled_batch is None and (t.batch_size < 2 or t.batch_size % 2):
+        raise DRMMError(f"batch_size {t.batch_size} must be even (half labeled, half unlabeled),"
+                        " or set labeled_batch")
+    if t.labeled_batch is not None and not 1 <= t.labeled_batch < t.batch_size:
+        raise DRMMError(f"labeled_batch {t.labeled_batch} must be from 1 to batch_size - 1"
+                        f" ({t.batch_size - 1}), so that each step has both kinds of image")
     if t.epochs < 1:
         raise DRMMError(f"epochs {t.epochs} must be at least 1")
     if not (t.lr > 0 and t.lr_final > 0):

@@ -4,11 +4,11 @@
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `setup` joins the process group (NCCL on CUDA,
 gloo on CPU). Every rank draws the same epoch order from the same seeded generator and takes
-its own contiguous shard of each half of the global batch, so the global batch keeps its
-half-labeled, half-unlabeled make-up (Appendix A) and DistributedDataParallel's gradient
-average equals the single-process gradient of the same global batch, except for BatchNorm:
-each rank normalises its shard with its own statistics unless SyncBatchNorm is asked for
-(CUDA only). Rank 0 alone writes checkpoints, logs and metrics.
+its own contiguous shard of each part of the global batch, so the global batch keeps its
+make-up of labeled and unlabeled images (Appendix A: half and half) and
+DistributedDataParallel's gradient average equals the single-process gradient of the same
+global batch, except for BatchNorm: each rank normalises its shard with its own statistics
+unless SyncBatchNorm is asked for (CUDA only). Rank 0 alone writes checkpoints, logs and metrics.
 """
 
 from __future__ import annotations
@@ -38,20 +38,22 @@ class Dist:
         return self.rank == 0
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous slice of a half-batch of indices (B/2,) -> (B/2/world,)."""
+        """This rank's contiguous slice of one part of the batch's indices (n,) -> (n/world,)."""
         n = len(indices) // self.world
         return indices[self.rank * n:(self.rank + 1) * n]
 
 
-def setup(device: str, half_batch: int) -> Dist:
-    """Join the process group if launched by torchrun; otherwise a single process."""
+def setup(device: str, batch_split: tuple[int, int]) -> Dist:
+    """Join the process group if launched by torchrun; otherwise a single process.
+    batch_split: the global batch's (labeled, unlabeled) images per step."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist(device=torch.device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if half_batch % world:
-        raise DRMMError(f"half the batch ({half_batch}) must be divisible by the {world} processes"
-                        " so that every rank gets the same share; change --batch-size")
+    if any(n % world for n in batch_split):
+        raise DRMMError(f"the batch's {batch_split[0]} labeled and {batch_split[1]} unlabeled"
+                        f" images must each be divisible by the {world} processes, so that every"
+                        " rank gets the same share; change --batch-size or --labeled-batch")
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)

@@ -168,12 +168,14 @@ def split_bottom_up(bu, n: int):
     return part(slice(0, n)), part(slice(n, None))
 
 
-def epoch_order(labeled: torch.Tensor, n_unl: int, gen: torch.Generator):
+def epoch_order(labeled: torch.Tensor, n_unl: int, gen: torch.Generator, n_lab: int | None = None):
     """Index streams for one epoch: a shuffle of the unlabeled set, and the labeled set
-    replicated (each copy shuffled) to the unlabeled set's size (Appendix A)."""
-    reps = math.ceil(n_unl / len(labeled))
+    replicated (each copy shuffled) to n_lab draws, by default the unlabeled set's size
+    (Appendix A: half of each batch labeled)."""
+    n_lab = n_unl if n_lab is None else n_lab
+    reps = math.ceil(n_lab / len(labeled))
     lab = torch.cat([labeled[torch.randperm(len(labeled), generator=gen)] for _ in range(reps)])
-    return lab[:n_unl], torch.randperm(n_unl, generator=gen)  # (n_unl,), (n_unl,)
+    return lab[:n_lab], torch.randperm(n_unl, generator=gen)  # (n_lab,), (n_unl,)
 
 
 def warmup(step: int, steps: float) -> float:
@@ -300,7 +302,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
     require_device(t.device)
     if t.sync_bn and torch.device(t.device).type != "cuda":
         raise DRMMError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); drop it")
-    dist = distributed.setup(t.device, t.batch_size // 2)  # one process unless under torchrun
+    n_lab, n_unl = t.batch_split()  # labeled and unlabeled images per step
+    dist = distributed.setup(t.device, (n_lab, n_unl))  # one process unless under torchrun
     writer, bar = None, None
     try:  # from here on, any exit leaves the process group and the writer closed
         device, is_main = dist.device, dist.is_main  # only rank 0 writes files
@@ -317,10 +320,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                                   enabled=t.precision == "bf16")
         x_train, y_train, x_test, y_test = on_device(data, device, t.channels_last)
         labeled_t = torch.from_numpy(labeled)
-        half = t.batch_size // 2
-        steps_per_epoch = len(x_train) // half
+        steps_per_epoch = len(x_train) // n_unl  # an epoch: one pass over the unlabeled set
         if steps_per_epoch < 1:
-            raise DRMMError(f"batch_size {t.batch_size} is larger than twice the training set"
+            raise DRMMError(f"{n_unl} unlabeled images per step is more than the training set"
                             f" ({len(x_train)} images); use a smaller --batch-size")
         opt, sched = make_optimizer(model, cfg, steps_per_epoch * t.epochs)
         gen = torch.Generator().manual_seed(t.seed)  # the data order
@@ -344,15 +346,16 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         wall0 = time.perf_counter() - run.wall_seconds
         for epoch in range(run.epoch, t.epochs):
             model.train()
-            lab_order, unl_order = epoch_order(labeled_t, len(x_train), gen)
+            lab_order, unl_order = epoch_order(labeled_t, len(x_train), gen,
+                                               steps_per_epoch * n_lab)
             t0 = time.perf_counter() - run.epoch_seconds
             bar.reset()
             bar.update(run.step)
             bar.set_description(f"epoch {epoch + 1}/{t.epochs}")
             for step in range(run.step, steps_per_epoch):
-                # this rank's shard of each half of the global batch (all of it in one process)
-                il = dist.shard(lab_order[step * half:(step + 1) * half]).to(device)  # (B/2/W,)
-                iu = dist.shard(unl_order[step * half:(step + 1) * half]).to(device)  # (B/2/W,)
+                # this rank's shard of each part of the global batch (all of it in one process)
+                il = dist.shard(lab_order[step * n_lab:(step + 1) * n_lab]).to(device)  # (B_L/W,)
+                iu = dist.shard(unl_order[step * n_unl:(step + 1) * n_unl]).to(device)  # (B_U/W,)
                 batch = augment((x_train[il], y_train[il],
                                  None if t.supervised_only else x_train[iu]), t.augment)
                 # On CUDA the NaN check is a host sync: every log_every steps unless bad batches
@@ -474,8 +477,8 @@ def end_of_epoch(run: RunState, epoch: int, model, x_test, y_test, t, opt, secon
                  wall0: float, steps_per_epoch: int) -> dict:
     """The epoch's record: test error, mean loss terms, learning rate, speed."""
     err = test_error(model, x_test, y_test, t.eval_batch_size) if x_test is not None else None
-    half = t.batch_size // 2
-    images = steps_per_epoch * (half if t.supervised_only else 2 * half)
+    n_lab, n_unl = t.batch_split()
+    images = steps_per_epoch * (n_lab if t.supervised_only else n_lab + n_unl)
     seconds = max(seconds, 1e-9)  # the epoch's training time, over every process that ran it
     return {
         "epoch": epoch + 1,

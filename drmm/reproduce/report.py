@@ -66,6 +66,13 @@ def fmt_time(seconds: float) -> str:
 DECAY_WORDS = {"exp": "decayed exponentially per step", "cosine": "along a half cosine"}
 
 
+def labeled_share(t: dict) -> str:
+    """How a batch divides into labeled and unlabeled images, from a config's train dict."""
+    n_lab = t.get("labeled_batch")
+    return (f"{n_lab} labeled, {t.get('batch_size') - n_lab} unlabeled" if n_lab
+            else "half labeled, half unlabeled")
+
+
 def describe_settings(config: dict, n_unlabeled: list[int] | None = None) -> str:
     """A run's complete training settings in one line, from its config dict (config.json):
     what a reader checks against Appendix A. Version-1 configs call the decay `schedule`."""
@@ -75,8 +82,8 @@ def describe_settings(config: dict, n_unlabeled: list[int] | None = None) -> str
            else t.get("unlabeled") or "all")
     return (f"{t.get('epochs')} epochs, {t.get('optimizer', '?').upper()} (momentum"
             f" {t.get('momentum')}) lr {t.get('lr')} -> {t.get('lr_final')}"
-            f" {DECAY_WORDS.get(decay, decay)}, batch {t.get('batch_size')} (half labeled, half"
-            f" unlabeled), N_U = {n_u}, preprocess {t.get('preprocess', 'none')},"
+            f" {DECAY_WORDS.get(decay, decay)}, batch {t.get('batch_size')}"
+            f" ({labeled_share(t)}), N_U = {n_u}, preprocess {t.get('preprocess', 'none')},"
             f" augment {t.get('augment', 'none')}, KL warm-up {t.get('kl_warmup', 0.0)} epochs,"
             f" weight average {t.get('ema', 0.0) or 'none'},"
             f" {config.get('model', {}).get('arch')} on {t.get('dataset')}")
