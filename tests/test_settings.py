@@ -22,7 +22,7 @@ from drmm.model import DRMM, ModelConfig
 from drmm.reproduce import SCHEDULES, TABLES
 from drmm.reproduce.plan import plan
 from drmm.run_state import load_run_state
-from drmm.train import Checkpointer, RunState, step_terms, train
+from drmm.train import Checkpointer, RunState, epoch_order, step_terms, train
 from tests.reliability_util import tiny_config, tiny_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -157,6 +157,25 @@ def test_supervised_only_never_gathers_an_unlabeled_batch(tmp_path, monkeypatch)
     train(tiny_config(supervised_only=True), tmp_path / "run", data=tiny_dataset(),
           progress=False)
     assert seen and all(x is None for x in seen)
+
+
+def test_labeled_batch_sets_each_steps_make_up(tmp_path, monkeypatch):
+    """--labeled-batch 5 of 21: every step gets 5 labeled and 16 unlabeled images, an epoch is
+    one pass over the unlabeled set, and each labeled image comes round in turn."""
+    seen = []
+
+    def spy(model, cfg, x_lab, y_lab, x_unl, kl_scale):
+        seen.append((len(x_lab), len(x_unl)))
+        return step_terms(model, cfg, x_lab, y_lab, x_unl, kl_scale)
+
+    monkeypatch.setattr(drmm.train, "step_terms", spy)
+    data = tiny_dataset()
+    train(tiny_config(epochs=1, batch_size=21, labeled_batch=5), tmp_path / "run", data=data,
+          progress=False)
+    assert seen == [(5, 16)] * (len(data.x_train) // 16)
+    lab, unl = epoch_order(torch.arange(8), 80, torch.Generator().manual_seed(0), n_lab=20)
+    assert len(lab) == 20 and sorted(lab[:16].tolist()) == sorted(list(range(8)) * 2)
+    assert sorted(unl.tolist()) == list(range(80))
 
 
 def test_terms_at_weight_zero_are_not_computed(monkeypatch):
