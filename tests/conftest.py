@@ -14,6 +14,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    # Benchmarks called in-process set their own thread count: reset it, or a test that compares
+    # a run in this process with one in a one-thread subprocess sees another summation order.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
 
 

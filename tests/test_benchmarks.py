@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import plot_curves  # noqa: E402
 import step_throughput  # noqa: E402
 import table_cost  # noqa: E402
 
@@ -41,6 +42,18 @@ def test_table_cost_prices_the_paper_schedule(tmp_path):
     assert t1["hours_per_run"] == t1["images_per_run"] / 1000 / 3600
     assert t4["hours_per_table"] == t4["hours_per_run"] * 2 * 2 * 3
     assert t3["images_per_s"] is None and "hours_per_run" not in t3  # no speed, no price
+
+
+def test_plot_curves_against_epochs_and_minutes(tmp_path):
+    for name in ("a", "b"):  # run folders: each line is named after its folder
+        (tmp_path / name).mkdir()
+        rows = [{"epoch": e, "test_error": 0.1 / e, "wall_seconds": 60.0 * e} for e in (1, 2)]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    for x in ("epoch", "minutes"):
+        out = tmp_path / f"{x}.png"
+        plot_curves.main(["--x", x, "--out", str(out), str(tmp_path / "a" / "metrics.jsonl"),
+                          str(tmp_path / "b" / "metrics.jsonl")])
+        assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
