@@ -477,8 +477,7 @@ def end_of_epoch(run: RunState, epoch: int, model, x_test, y_test, t, opt, secon
                  wall0: float, steps_per_epoch: int) -> dict:
     """The epoch's record: test error, mean loss terms, learning rate, speed."""
     err = test_error(model, x_test, y_test, t.eval_batch_size) if x_test is not None else None
-    n_lab, n_unl = t.batch_split()
-    images = steps_per_epoch * (n_lab if t.supervised_only else n_lab + n_unl)
+    images = steps_per_epoch * (t.batch_split()[0] if t.supervised_only else t.batch_size)
     seconds = max(seconds, 1e-9)  # the epoch's training time, over every process that ran it
     return {
         "epoch": epoch + 1,

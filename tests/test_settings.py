@@ -28,8 +28,7 @@ from tests.reliability_util import tiny_config, tiny_dataset
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 APPENDIX_A = dict(optimizer="sgd", lr=0.2, lr_final=1e-4, decay="exp", momentum=0.0,
                   epochs=500, batch_size=100, labeled_batch=None,  # written out, not imported
-                  unlabeled=None,
-                  augment="none", kl_warmup=0.0, ema=0.0)  # the paper adds none of these
+                  unlabeled=None, augment="none", kl_warmup=0.0, ema=0.0)  # the paper: none
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
