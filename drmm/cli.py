@@ -18,10 +18,10 @@ from drmm.config import Config, apply_overrides, load_yaml, preset
 from drmm.config_args import add_config_args, config_overrides, given
 from drmm.data import load_run_data
 from drmm.errors import DRMMError, require_device
-from drmm.evaluate import test_error
+from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import require_dir
 from drmm.run_state import load_run_state
-from drmm.train import describe_error, train
+from drmm.train import describe_confusion, describe_error, train
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func.
@@ -102,9 +102,10 @@ def cmd_eval(args) -> int:
     if data.num_classes != k:
         raise DRMMError(f"{args.checkpoint} is a {k}-class model and {data.name} has"
                         f" {data.num_classes} classes; evaluate on data with the run's classes")
-    err = test_error(model.to(args.device), data.x_test.to(args.device),
-                     data.y_test.to(args.device))
-    print(f"test error {100 * err:.2f} % ({len(data.x_test)} test images)")
+    counts = confusion(model.to(args.device), data.x_test.to(args.device),
+                       data.y_test.to(args.device))  # (K, K)
+    print(f"{describe_error(error_rate(counts))} ({len(data.x_test)} test images)"
+          f"{describe_confusion(worst_confusion(counts), data.class_names)}")
     return 0
 
 

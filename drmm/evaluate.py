@@ -12,15 +12,37 @@ from drmm.model import DRMM
 
 
 @torch.no_grad()
-def test_error(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of misclassified images, in eval mode (running BN statistics)."""
+def confusion(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+              ) -> torch.Tensor:
+    """(K, K) counts of images by true class (row) and predicted class (column), in eval mode
+    (running BN statistics)."""
     was_training = model.training
     model.eval()
-    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    k = model.config.num_classes
+    counts = torch.zeros(k * k, dtype=torch.int64, device=x.device)  # (K*K,)
     for i in range(0, len(x), batch_size):
-        wrong += (model(x[i:i + batch_size]).argmax(dim=1) != y[i:i + batch_size]).sum()
+        pred = model(x[i:i + batch_size]).argmax(dim=1)  # (B,)
+        counts += torch.bincount(y[i:i + batch_size] * k + pred, minlength=k * k)
     model.train(was_training)
-    return wrong.item() / len(x)
+    return counts.view(k, k).cpu()  # (K, K)
+
+
+def error_rate(counts: torch.Tensor) -> float:
+    """Fraction of misclassified images in a confusion matrix."""
+    return 1.0 - counts.diagonal().sum().item() / counts.sum().item()
+
+
+def worst_confusion(counts: torch.Tensor) -> tuple[int, int, int]:
+    """(true class, predicted class, images) of the largest off-diagonal cell: a class split
+    between two labels (a mode of one class learned as another) shows up here first."""
+    off = counts.clone().fill_diagonal_(-1)  # (K, K)
+    i = int(off.argmax())
+    return i // counts.shape[1], i % counts.shape[1], int(off.flatten()[i])
+
+
+def test_error(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of misclassified images, in eval mode (running BN statistics)."""
+    return error_rate(confusion(model, x, y, batch_size))
 
 
 @torch.no_grad()

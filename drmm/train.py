@@ -38,7 +38,7 @@ from drmm.config import Config, validate
 from drmm.data import Dataset, check_dataset, choose_labeled, load_dataset, read_indices
 from drmm.data.augment import augment
 from drmm.errors import DRMMError, require_device, warn_slow_precision
-from drmm.evaluate import save_reconstructions, test_error
+from drmm.evaluate import confusion, error_rate, save_reconstructions, worst_confusion
 from drmm.files import atomic_write, check_out_dir, remove_stale_temporaries
 from drmm.losses import drmm_objective
 from drmm.model import DRMM, BottomUp, Switches, feature_sizes
@@ -392,6 +392,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
             record = end_of_epoch(run, epoch, final, x_test, y_test, t, opt,
                                   time.perf_counter() - t0, wall0, steps_per_epoch)
             bar.write(f"epoch {epoch + 1}: {describe_error(record['test_error'])}"
+                      f"{describe_confusion(record['worst_confusion'], data.class_names)}"
                       f"  {fmt(run.means())}  ({record['images_per_s']:.0f} img/s)")
             run.finish_epoch(record, gen.get_state())
             ckpt.save(run)
@@ -476,12 +477,14 @@ class Checkpointer:
 def end_of_epoch(run: RunState, epoch: int, model, x_test, y_test, t, opt, seconds: float,
                  wall0: float, steps_per_epoch: int) -> dict:
     """The epoch's record: test error, mean loss terms, learning rate, speed."""
-    err = test_error(model, x_test, y_test, t.eval_batch_size) if x_test is not None else None
+    counts = confusion(model, x_test, y_test, t.eval_batch_size) if x_test is not None else None
     images = steps_per_epoch * (t.batch_split()[0] if t.supervised_only else t.batch_size)
     seconds = max(seconds, 1e-9)  # the epoch's training time, over every process that ran it
     return {
         "epoch": epoch + 1,
-        "test_error": err,  # None: no test set
+        "test_error": error_rate(counts) if counts is not None else None,  # None: no test set
+        # (true class, predicted class, test images): the largest mix-up, e.g. a lost mode
+        "worst_confusion": list(worst_confusion(counts)) if counts is not None else None,
         **{f"train_{k}": v for k, v in run.means().items()},
         "lr": opt.param_groups[0]["lr"],
         "skipped_batches": run.epoch_skipped,
@@ -512,7 +515,7 @@ def log_epoch(out: Path, record: dict, writer) -> None:
                         f" checkpoint is saved: free disk space, then --resume {out}") from e
     if writer is not None:
         for k, v in record.items():
-            if v is not None:
+            if isinstance(v, (int, float)):  # not the worst_confusion triple
                 writer.add_scalar(k, v, record["epoch"])
         writer.flush()
 
@@ -523,6 +526,8 @@ def final_metrics(run: RunState, cfg: Config, n_labeled: int, n_train: int) -> d
     return {
         "test_error": run.history[-1]["test_error"],  # None: no test set
         "best_test_error": min(errors) if errors else None,  # read off the test set
+        # (true class, predicted class, test images) at the end; None in older runs
+        "worst_confusion": run.history[-1].get("worst_confusion"),
         "epochs": t.epochs,
         "labels": n_labeled,  # the labeled images used, however they were chosen
         "train_images": n_train,  # N_U: the unlabeled set, all training images trained on
@@ -547,6 +552,13 @@ def after_nonfinite(last_saved: str | None, out: Path) -> str:
 
 def describe_error(err: float | None) -> str:
     return "no test set" if err is None else f"test error {100 * err:.2f} %"
+
+
+def describe_confusion(worst: list[int] | None, class_names: list[str]) -> str:
+    if not worst or worst[2] == 0:
+        return ""
+    true, pred, n = worst
+    return f" (most often: {n} test {class_names[true]} called {class_names[pred]})"
 
 
 def fmt(means: dict[str, float]) -> str:

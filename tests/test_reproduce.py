@@ -116,15 +116,15 @@ def test_an_interrupted_table_resumes(table_dir, tiny_npz, tmp_path, monkeypatch
     """Interrupted in epoch 2 of its first run, the table continues from that run's checkpoint
     and ends with the numbers of an uninterrupted run."""
     out = tmp_path / "interrupted"
-    real_test_error, calls = drmm.train.test_error, []
+    real_confusion, calls = drmm.train.confusion, []
 
     def interrupt_second_evaluation(*a, **kw):
         calls.append(1)
         if len(calls) == 2:  # the end of epoch 2, before its checkpoint
             raise KeyboardInterrupt
-        return real_test_error(*a, **kw)
+        return real_confusion(*a, **kw)
 
-    monkeypatch.setattr(drmm.train, "test_error", interrupt_second_evaluation)
+    monkeypatch.setattr(drmm.train, "confusion", interrupt_second_evaluation)
     assert main(args(out, tiny_npz, "--rows", "DRMM", "--seeds", "0")) == 130
     run = out / "runs" / "drmm-nl50-seed0"
     assert (run / "checkpoint.pt").is_file() and not (run / "metrics.json").exists()

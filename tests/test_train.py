@@ -8,8 +8,17 @@ import torch
 
 from drmm.config import preset
 from drmm.data import Dataset
-from drmm.model import DRMM
-from drmm.train import Objective, epoch_order, make_optimizer, step_terms, train, train_step
+from drmm.evaluate import confusion, error_rate, worst_confusion
+from drmm.model import DRMM, ModelConfig
+from drmm.train import (
+    Objective,
+    describe_confusion,
+    epoch_order,
+    make_optimizer,
+    step_terms,
+    train,
+    train_step,
+)
 
 
 def fabricated(n: int = 120, size: int = 12, seed: int = 0) -> Dataset:
@@ -85,10 +94,32 @@ def test_run_folder_contents(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
     assert 0.0 <= saved["test_error"] <= 1.0 and saved["epochs"] == 2
+    true, pred, n = saved["worst_confusion"]  # the largest mix-up, within the 40 test images
+    assert true != pred and 0 <= n <= round(saved["test_error"] * 40)
     idx = np.load(tmp_path / "labeled_indices.npy")
     assert len(idx) == 10 and np.bincount(fabricated().y_train.numpy()[idx]).tolist() == [5, 5]
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_confusion_counts_every_test_image_once():
+    torch.manual_seed(0)
+    data, model = fabricated(), DRMM(ModelConfig(arch="conv_tiny", image_size=12, num_classes=2))
+    counts = confusion(model, data.x_test, data.y_test, batch_size=7)  # (2, 2), uneven batches
+    model.eval()
+    pred = model(data.x_test).argmax(dim=1)  # (40,)
+    assert counts.sum() == 40 and counts.sum(dim=1).tolist() == [20, 20]  # rows: true classes
+    assert counts.diagonal().sum() == (pred == data.y_test).sum()
+    assert error_rate(counts) == (pred != data.y_test).float().mean().item()
+
+
+def test_worst_confusion_names_the_largest_mix_up():
+    counts = torch.tensor([[5, 1, 0], [0, 3, 4], [2, 0, 9]])  # row: true class, column: predicted
+    assert worst_confusion(counts) == (1, 2, 4)
+    assert describe_confusion(worst_confusion(counts), ["a", "b", "c"]) == (
+        " (most often: 4 test b called c)")
+    assert describe_confusion(worst_confusion(torch.eye(3, dtype=torch.int64)), ["a", "b", "c"]
+                              ) == ""  # no mistakes, nothing to name
 
 
 def test_bf16_autocast_trains_with_finite_losses(tmp_path):
