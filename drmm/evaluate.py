@@ -56,18 +56,20 @@ def reconstruct(model: DRMM, x: torch.Tensor) -> torch.Tensor:
 
 
 def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str]) -> None:
-    """Save rows of images (each (N, C, H, W)) as one PNG, one titled row per tensor."""
-    n = rows[0].shape[0]
+    """Save rows of images (each (N, C, H, W); N may differ) as one PNG, one titled row each."""
+    n = max(r.shape[0] for r in rows)
     fig = Figure(figsize=(n * 1.0, len(rows) * 1.25))  # no pyplot: the user's backend stays
     axes = fig.subplots(len(rows), n, squeeze=False,
                         gridspec_kw=dict(wspace=0.05, hspace=0.35))
     for r, (images, title) in enumerate(zip(rows, titles, strict=True)):
         for i in range(n):
+            axes[r, i].axis("off")
+            if i >= len(images):  # a shorter row: blank cells
+                continue
             img = images[i].detach().float().cpu()  # (C, H, W)
             img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
             lo, hi = img.min(), img.max()  # each image stretched to its own range
             axes[r, i].imshow(((img - lo) / (hi - lo + 1e-8)).numpy(), cmap="gray")
-            axes[r, i].axis("off")
         axes[r, 0].set_title(title, fontsize=8, loc="left")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 

@@ -1,0 +1,61 @@
+"""Pictures of a trained run's largest mix-up: a class mode that no labeled image shows.
+
+    python benchmarks/show_mix_up.py runs/mnist_preset_s1 --data-dir ../shared/data \
+        --out results/recipe_seed1_mix_up.png
+
+Rows: the run's labeled images of the true class, those of the predicted class, test images
+of the true class given the wrong label, and test images of the true class classified right.
+The mix-up is the largest off-diagonal cell of the test confusion matrix unless --true and
+--predicted name one (class indices). Prints the cell and writes the PNG (results/recipe.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from drmm.checkpoint import load_trained_model
+from drmm.data import load_run_data
+from drmm.evaluate import confusion, save_image_grid, worst_confusion
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="a run folder or its checkpoint.pt")
+    p.add_argument("--data-dir", default=None, help="where the run's data set is (or goes)")
+    p.add_argument("--true", type=int, default=None, help="true class (default: worst mix-up)")
+    p.add_argument("--predicted", type=int, default=None, help="predicted class")
+    p.add_argument("--n", type=int, default=10, help="images per row")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    args = p.parse_args(argv)
+
+    model, cfg, state = load_trained_model(args.run)  # eval mode
+    data = load_run_data(cfg, state, data_dir=args.data_dir)
+    counts = confusion(model, data.x_test, data.y_test)  # (K, K)
+    true, pred, n = worst_confusion(counts)
+    if args.true is not None and args.predicted is not None:
+        true, pred = args.true, args.predicted
+        n = int(counts[true, pred])
+    with torch.no_grad():
+        guess = torch.cat([model(x).argmax(dim=1) for x in data.x_test.split(1000)])  # (N,)
+    labeled = torch.from_numpy(np.asarray(state["labeled_indices"]))  # (N_L,)
+    names = data.class_names
+    rows = [data.x_train[labeled[data.y_train[labeled] == true]][:args.n],
+            data.x_train[labeled[data.y_train[labeled] == pred]][:args.n],
+            data.x_test[(data.y_test == true) & (guess == pred)][:args.n],
+            data.x_test[(data.y_test == true) & (guess == true)][:args.n]]
+    titles = [f"labeled {names[true]}", f"labeled {names[pred]}",
+              f"test {names[true]} called {names[pred]} ({n} of"
+              f" {int(counts[true].sum())})", f"test {names[true]} called {names[true]}"]
+    keep = [(r, t) for r, t in zip(rows, titles, strict=True) if len(r)]
+    save_image_grid([r for r, _ in keep], args.out, [t for _, t in keep])
+    result = {"true": names[true], "predicted": names[pred], "images": n,
+              "of": int(counts[true].sum()), "out": args.out}
+    print(f"{n} of {result['of']} test {names[true]} called {names[pred]}; wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
