@@ -96,3 +96,28 @@ def test_pixel_decodability_tiny(tmp_path):
             assert 0 <= row[key] <= 1, key
     with pytest.raises(DRMMError, match="unknown latents \\['roll'\\]"):
         pixel_decodability.main(["--data", str(data), "--latents", "roll"])
+
+
+def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
+    import show_mix_up
+
+    from drmm.checkpoint import load_trained_model
+    from drmm.config import preset
+    from drmm.data import load_run_data
+    from drmm.train import train
+
+    cfg = preset("digits")
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.tensorboard = 1, 200, False
+    train(cfg, tmp_path / "run", progress=False)
+    result = show_mix_up.main([str(tmp_path / "run"), "--out", str(tmp_path / "m.png")])
+    model, cfg, state = load_trained_model(tmp_path / "run")
+    data = load_run_data(cfg, state)  # as the run sees it
+    pred = model(data.x_test).argmax(dim=1)  # (N,)
+    cells = {(int(t), int(p)): int(((data.y_test == t) & (pred == p)).sum())
+             for t in range(10) for p in range(10) if t != p}
+    assert result["images"] == max(cells.values()) > 0  # one epoch leaves mistakes
+    assert cells[(int(result["true"]), int(result["predicted"]))] == result["images"]
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    chosen = show_mix_up.main([str(tmp_path / "run"), "--true", "0", "--predicted", "1",
+                               "--out", str(tmp_path / "c.png")])
+    assert chosen["images"] == cells[(0, 1)] and chosen["true"] == "0"
