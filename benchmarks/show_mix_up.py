@@ -18,7 +18,7 @@ import torch
 
 from drmm.checkpoint import load_trained_model
 from drmm.data import load_run_data
-from drmm.evaluate import confusion, save_image_grid, worst_confusion
+from drmm.evaluate import count_confusion, predicted_classes, save_image_grid, worst_confusion
 
 
 def main(argv=None) -> dict:
@@ -33,13 +33,12 @@ def main(argv=None) -> dict:
 
     model, cfg, state = load_trained_model(args.run)  # eval mode
     data = load_run_data(cfg, state, data_dir=args.data_dir)
-    counts = confusion(model, data.x_test, data.y_test)  # (K, K)
+    guess = predicted_classes(model, data.x_test)  # (N,)
+    counts = count_confusion(data.y_test, guess, cfg.model.num_classes)  # (K, K)
     true, pred, n = worst_confusion(counts)
     if args.true is not None and args.predicted is not None:
         true, pred = args.true, args.predicted
         n = int(counts[true, pred])
-    with torch.no_grad():
-        guess = torch.cat([model(x).argmax(dim=1) for x in data.x_test.split(1000)])  # (N,)
     labeled = torch.from_numpy(np.asarray(state["labeled_indices"]))  # (N_L,)
     names = data.class_names
     rows = [data.x_train[labeled[data.y_train[labeled] == true]][:args.n],

@@ -12,19 +12,24 @@ from drmm.model import DRMM
 
 
 @torch.no_grad()
-def confusion(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
-              ) -> torch.Tensor:
-    """(K, K) counts of images by true class (row) and predicted class (column), in eval mode
-    (running BN statistics)."""
+def predicted_classes(model: DRMM, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """c-hat for images x, (N,) on x's device, in eval mode (running BN statistics)."""
     was_training = model.training
     model.eval()
-    k = model.config.num_classes
-    counts = torch.zeros(k * k, dtype=torch.int64, device=x.device)  # (K*K,)
-    for i in range(0, len(x), batch_size):
-        pred = model(x[i:i + batch_size]).argmax(dim=1)  # (B,)
-        counts += torch.bincount(y[i:i + batch_size] * k + pred, minlength=k * k)
+    pred = torch.cat([model(b).argmax(dim=1) for b in x.split(batch_size)])  # (N,)
     model.train(was_training)
-    return counts.view(k, k).cpu()  # (K, K)
+    return pred
+
+
+def count_confusion(y: torch.Tensor, pred: torch.Tensor, k: int) -> torch.Tensor:
+    """(K, K) counts of images by true class (row) and predicted class (column)."""
+    return torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu()  # (K, K)
+
+
+def confusion(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+              ) -> torch.Tensor:
+    """(K, K) confusion counts of the model on images x with labels y, in eval mode."""
+    return count_confusion(y, predicted_classes(model, x, batch_size), model.config.num_classes)
 
 
 def error_rate(counts: torch.Tensor) -> float:
