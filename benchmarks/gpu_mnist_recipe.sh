@@ -3,10 +3,11 @@
 # 14 epochs of 20 labeled + 80 unlabeled images a step, shifts of +-2 px) at N_L = 50 and 1000
 # (seed 0, beside the paper's 0.91 % and 0.60 %), and four runs on seed 1's lost mode
 # (results/recipe.md, section 6: its crossbar 7s are called 3 from the first epoch on, 2.27 % at
-# the end): the KL warm-up at full length, the labeled images rendered from their label, no
-# shifts (the old preset without them reached 1.09 % on seed 1 on a GPU, section 4; on the CPU
-# its first epoch lost the mode too), and seed 1's labels with seed 0's initial weights and
-# data order, which kept the mode for one epoch: does it end near seed 0? Six runs at once on
+# the end): the preset itself (the control: does the GPU lose the mode too?), the KL warm-up at
+# full length, the labeled images rendered from their label, and seed 1's labels with seed 0's
+# initial weights and data order, which kept the mode for one epoch on the CPU. Session 10 ran
+# them and seven more changes on seed 1 (results/gpu.md, section 6). Runs named on the command
+# line ("name|flags the preset gets", one argument each) replace the list. Six runs at once on
 # one GPU (a ConvSmall step at batch 100 leaves the GPU mostly idle, so concurrent processes
 # fill it: 3.4x the images/s of one run on an H200). Test error is a property of the recipe,
 # not of the device: these runs answer "does the recipe reach <= 0.60 % on every seed" in
@@ -15,7 +16,7 @@
 # Each run stops at RUN_S seconds (default 400) if not done; its record then holds the epochs it
 # reached. On an H200 six runs of the old preset took ~18.5 s an epoch (1,200 steps) each plus
 # ~15 s to start: 20 epochs needed ~385 s (a first try with RUN_S=365 stopped every run 3-5 s
-# short of the end). The preset's epochs now have 750 steps: 14 of them should need ~250 s.
+# short of the end). The preset's 14 epochs of 750 steps took 181 s (six runs) and 192 s (seven).
 # Output in $OUT (default /tmp/gpu_mnist_recipe): ONE file, runs.json ({run name: {"epochs":
 # [the metrics.jsonl records], "final": metrics.json or null, "tail": the last log line}}): the
 # device tool brings back at most 8 files (a first try lost three runs' files so).
@@ -35,9 +36,10 @@ RUNS=(  # name|the flags it adds to the preset
     "preset_nl50_s0|--seed 0 --labels 50" "preset_nl1000_s0|--seed 0 --labels 1000"
     "kl_warmup3_s1|--seed 1 --kl-warmup 3"
     "render_label_s1|--seed 1 --unsup-on all --render-from label"
-    "no_shifts_s1|--seed 1 --augment none"
+    "preset_s1|--seed 1"
     "labels1_seed0|--seed 0 --labeled-indices $LABELS1"
 )
+if [ $# -gt 0 ]; then RUNS=("$@"); fi  # or the runs named on the command line, "name|flags"
 for run in "${RUNS[@]}"; do
     name=${run%%|*}
     read -r -a flags <<< "${run#*|}"

@@ -347,7 +347,8 @@ def validate(cfg: Config) -> None:
         raise DRMMError("momentum must be in [0, 1) and weight_decay at least 0")
     if not (0 <= t.ema < 1 and t.kl_warmup >= 0):
         raise DRMMError("ema must be in [0, 1) (0: no weight average) and kl_warmup at least 0")
-    negative = [k for k in ("alpha_h", "alpha_rc", "alpha_kl", "alpha_nn") if getattr(lo, k) < 0]
+    weights = [f.name for f in dataclasses.fields(lo) if f.name.startswith("alpha_")]
+    negative = [k for k in weights if getattr(lo, k) < 0]
     if negative:
         raise DRMMError(f"loss weights {negative} are negative; use 0 to switch a term off")
     try:

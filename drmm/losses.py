@@ -13,6 +13,11 @@
       uniform prior; kept for ablation.
 - L_NN (Eq. 8): non-negativity penalty sum_l mean(relu(-z(l))^2) over the top-down templates
   z(l) before masking (means, as the authors' code, where Eq. 8 writes sums).
+- L_BAL (not in the paper; off by default): KL(q_bar || p) of the batch's mean prediction
+  q_bar(c) = mean_n q(c|I_n) against the uniform prior. Entropy minimisation alone lets a whole
+  cluster of unlabeled images settle in a wrong class early (MNIST seed 1: the crossbar 7s called
+  3, results/recipe.md); with a_BAL = a_KL the two terms sum to H(q(c|I)) - H(q_bar) = -I(c; I),
+  the mutual-information objective of RIM (Krause et al., 2010) and IMSAT (Hu et al., 2017).
 
 Which images enter L_RC, L_KL, L_NN is `unsup_on`: "unlabeled" (the authors' default) or "all";
 with "all", `render_from` = "label" renders the labeled images from their label, not c-hat (as the
@@ -36,6 +41,7 @@ class LossConfig:
     alpha_rc: float = 0.2  # weight of the reconstruction error L_RC
     alpha_kl: float = 1.0  # weight of the KL term L_KL (0 disables it)
     alpha_nn: float = 1.0  # weight of the non-negativity penalty L_NN (0 disables it)
+    alpha_bal: float = 0.0  # weight of the class-balance term L_BAL (not in the paper; 0: off)
     kl_mode: str = "entropy"  # "entropy" (authors' code, default) or "eq7" (paper's sign)
     unsup_on: str = "unlabeled"  # images for RC/KL/NN: "unlabeled" half or "all" of the batch
     render_from: str = "c_hat"  # unsup_on "all": render labeled images from c_hat (paper) | label
@@ -60,6 +66,12 @@ def kl_term(logits: torch.Tensor, mode: str = "entropy") -> torch.Tensor:
     return -kl if mode == "entropy" else kl  # ()
 
 
+def class_balance(logits: torch.Tensor) -> torch.Tensor:
+    """L_BAL: KL(q_bar || p) of the batch's mean prediction against the uniform prior p = 1/K."""
+    q_bar = logits.softmax(dim=1).mean(dim=0)  # (K,) the batch's class marginal
+    return (q_bar * (q_bar.clamp_min(1e-12).log() + math.log(logits.shape[1]))).sum()  # ()
+
+
 def non_negativity(templates: list[torch.Tensor]) -> torch.Tensor:
     """L_NN, Eq. 8 with means: sum over layers of mean(relu(-z)^2)."""
     return sum(F.relu(-z).pow(2).mean() for z in templates)  # ()
@@ -75,7 +87,7 @@ def drmm_objective(
     templates: list[torch.Tensor] | None = None,  # their z(l), for L_NN
     kl_scale: float = 1.0,  # multiplies a_KL (a warm-up ramps it from 0 to 1)
 ) -> dict[str, torch.Tensor]:
-    """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn"}.
+    """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn", "bal"}.
 
     With only logits_lab and labels this is the supervised (DCN) objective, loss = a_H * ce.
     A term whose weight is 0 is neither computed nor returned (rendered and templates may then
@@ -93,4 +105,7 @@ def drmm_objective(
         if cfg.alpha_nn:
             terms["nn"] = non_negativity(templates)
             loss = loss + cfg.alpha_nn * terms["nn"]
+        if cfg.alpha_bal:
+            terms["bal"] = class_balance(logits_unsup)
+            loss = loss + cfg.alpha_bal * terms["bal"]
     return {"loss": loss, **terms}

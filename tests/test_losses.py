@@ -7,6 +7,7 @@ import torch
 
 from drmm.losses import (
     LossConfig,
+    class_balance,
     cross_entropy,
     drmm_objective,
     kl_term,
@@ -59,6 +60,31 @@ def test_unknown_kl_mode():
         kl_term(torch.zeros(1, 2), "bogus")
 
 
+def test_class_balance_by_hand():
+    """KL of the batch's mean prediction against the uniform prior; 0 for a balanced batch."""
+    logits = torch.tensor([[math.log(3.0), 0.0], [math.log(3.0), 0.0]])  # q_bar = (3/4, 1/4)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert class_balance(logits).item() == pytest.approx(expected)
+    confident_balanced = torch.tensor([[9.0, 0.0], [0.0, 9.0]])  # each sure, together balanced
+    assert class_balance(confident_balanced).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_balance_plus_entropy_is_minus_mutual_information():
+    """a_BAL = a_KL: H(q(c|I)) - log K + KL(q_bar || p) = H(q(c|I)) - H(q_bar) = -I(c; I)."""
+    logits = torch.randn(8, 10)
+    q = logits.softmax(1)  # (B, K)
+    q_bar = q.mean(0)  # (K,)
+    mutual_info = -(q_bar * q_bar.log()).sum() + (q * q.log()).sum(1).mean()
+    total = kl_term(logits) + class_balance(logits)
+    assert total.item() == pytest.approx(-mutual_info.item(), abs=1e-6)
+
+
+def test_class_balance_pushes_the_crowded_class_down():
+    logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 0.5]]).requires_grad_()  # class 0 crowded
+    class_balance(logits).backward()
+    assert (logits.grad[:, 0] > logits.grad[:, 1]).all()  # descending lowers class 0's scores
+
+
 def test_non_negativity_by_hand():
     templates = [torch.tensor([-1.0, 2.0]), torch.tensor([[-3.0, 0.0, 0.0, 0.0]])]
     assert non_negativity(templates).item() == pytest.approx(1 / 2 + 9 / 4)
@@ -78,3 +104,11 @@ def test_objective_weights_and_named_terms():
     supervised = drmm_objective(cfg, logits, torch.tensor([0]))
     assert set(supervised) == {"loss", "ce"}
     assert supervised["loss"].item() == pytest.approx(2 * math.log(4 / 3))
+    balanced = drmm_objective(LossConfig(alpha_bal=0.5), logits, torch.tensor([0]), logits,
+                              image, rendered, templates)
+    assert balanced["bal"].item() == pytest.approx(class_balance(logits).item())
+    plain = drmm_objective(LossConfig(), logits, torch.tensor([0]), logits, image, rendered,
+                           templates)
+    assert "bal" not in plain
+    expected = plain["loss"] + 0.5 * balanced["bal"]
+    assert balanced["loss"].item() == pytest.approx(expected.item())

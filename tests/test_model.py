@@ -76,10 +76,12 @@ def test_wrong_input_shape_is_a_clear_error():
 
 def identity_layer(pooled: bool) -> DRMMLayer:
     """A 1x1, 1-channel layer whose BN is the identity, so the switches can be read off x."""
-    layer = DRMMLayer(1, Conv(1, 1, "valid"), pooled, bn_eps=0.0, bn_momentum=0.1)
+    eps = 2.0**-10  # torch 2.11 rejects eps = 0; a power of two keeps var + eps exactly 1
+    layer = DRMMLayer(1, Conv(1, 1, "valid"), pooled, bn_eps=eps, bn_momentum=0.1)
     with torch.no_grad():
         layer.conv.weight.fill_(1.0)
-    return layer.eval()  # running mean 0, var 1: BN(x) = x
+        layer.bn.running_var.fill_(1.0 - eps)
+    return layer.eval()  # running mean 0, var + eps = 1: BN(x) = x exactly
 
 
 def test_switches_on_a_hand_made_input_with_ties():
