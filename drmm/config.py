@@ -351,6 +351,8 @@ def validate(cfg: Config) -> None:
     negative = [k for k in weights if getattr(lo, k) < 0]
     if negative:
         raise DRMMError(f"loss weights {negative} are negative; use 0 to switch a term off")
+    if not 0 <= lo.kl_threshold < 1:
+        raise DRMMError(f"kl_threshold {lo.kl_threshold} must be in [0, 1) (0: every image)")
     try:
         torch.device(t.device)
     except RuntimeError as e:

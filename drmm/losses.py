@@ -43,6 +43,7 @@ class LossConfig:
     alpha_nn: float = 1.0  # weight of the non-negativity penalty L_NN (0 disables it)
     alpha_bal: float = 0.0  # weight of the class-balance term L_BAL (not in the paper; 0: off)
     kl_mode: str = "entropy"  # "entropy" (authors' code, default) or "eq7" (paper's sign)
+    kl_threshold: float = 0.0  # L_KL only on images whose top q(c|I) is at least this (0: all)
     unsup_on: str = "unlabeled"  # images for RC/KL/NN: "unlabeled" half or "all" of the batch
     render_from: str = "c_hat"  # unsup_on "all": render labeled images from c_hat (paper) | label
 
@@ -57,13 +58,19 @@ def reconstruction(image: torch.Tensor, rendered: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(rendered, image)  # ()
 
 
-def kl_term(logits: torch.Tensor, mode: str = "entropy") -> torch.Tensor:
-    """L_KL, Eq. 7 with a uniform prior p(c) = 1/K; see the module docstring for the sign."""
+def kl_term(logits: torch.Tensor, mode: str = "entropy", threshold: float = 0.0) -> torch.Tensor:
+    """L_KL, Eq. 7 with a uniform prior p(c) = 1/K; see the module docstring for the sign.
+
+    With a threshold, images whose top class probability is below it add 0 (the mean still
+    divides by every image): the undecided are not pushed toward their current guess.
+    """
     if mode not in KL_MODES:
         raise ValueError(f"unknown kl_mode {mode!r}; use one of {KL_MODES}")
     log_q = logits.log_softmax(dim=1)  # (B, K)
-    kl = (log_q.exp() * (log_q + math.log(logits.shape[1]))).sum(dim=1).mean()  # KL(q || p) >= 0
-    return -kl if mode == "entropy" else kl  # ()
+    kl = (log_q.exp() * (log_q + math.log(logits.shape[1]))).sum(dim=1)  # (B,) KL(q || p) >= 0
+    if threshold > 0:
+        kl = kl * (log_q.detach().max(dim=1).values.exp() >= threshold)  # (B,) the decided only
+    return -kl.mean() if mode == "entropy" else kl.mean()  # ()
 
 
 def class_balance(logits: torch.Tensor) -> torch.Tensor:
@@ -100,7 +107,7 @@ def drmm_objective(
             terms["rc"] = reconstruction(images, rendered)
             loss = loss + cfg.alpha_rc * terms["rc"]
         if cfg.alpha_kl:
-            terms["kl"] = kl_term(logits_unsup, cfg.kl_mode)
+            terms["kl"] = kl_term(logits_unsup, cfg.kl_mode, cfg.kl_threshold)
             loss = loss + kl_scale * cfg.alpha_kl * terms["kl"]
         if cfg.alpha_nn:
             terms["nn"] = non_negativity(templates)

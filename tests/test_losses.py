@@ -55,6 +55,16 @@ def test_kl_value_is_entropy_minus_log_k():
     assert kl_term(logits).item() == pytest.approx((entropy - math.log(10)).item(), abs=1e-6)
 
 
+def test_kl_threshold_leaves_the_undecided_out():
+    confident, vague = torch.tensor([[5.0, 0.0]]), torch.tensor([[0.2, 0.0]])
+    both = torch.cat([confident, vague])  # (2, 2): top q 0.993 and 0.550
+    assert kl_term(both, threshold=0.9).item() == pytest.approx(kl_term(confident).item() / 2)
+    assert kl_term(both, threshold=0.0).item() == pytest.approx(kl_term(both).item())
+    logits = both.clone().requires_grad_()
+    kl_term(logits, threshold=0.9).backward()
+    assert logits.grad[1].abs().sum() == 0  # no push on the undecided image
+
+
 def test_unknown_kl_mode():
     with pytest.raises(ValueError, match="kl_mode"):
         kl_term(torch.zeros(1, 2), "bogus")
