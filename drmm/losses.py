@@ -1,6 +1,6 @@
 """The DRMM semi-supervised objective (paper section 4.1, Eq. 5-8), separate from the network.
 
-    L = a_H * L_H + a_RC * L_RC + a_KL * L_KL + a_NN * L_NN
+    L = a_H * L_H + a_RC * L_RC + a_KL * L_KL + a_NN * L_NN  (+ a_BAL * L_BAL, an option)
 
 - L_H  (Eq. 5): cross-entropy of q(c|I) against the labels, mean over the labeled images.
 - L_RC (Eq. 6): reconstruction error ||I - I_hat||^2. Like the authors' code we take the mean over
@@ -11,13 +11,15 @@
       produced the paper's numbers (MNIST-100: 13.41 % -> 1.36 % with the KL term).
     * "eq7" (Eq. 7 read literally): L_KL = +KL(q || p). Minimising it pushes q(c|I) toward the
       uniform prior; kept for ablation.
+    `kl_threshold` > 0 leaves out images whose top q(c|I) is below it (FixMatch's mask).
 - L_NN (Eq. 8): non-negativity penalty sum_l mean(relu(-z(l))^2) over the top-down templates
   z(l) before masking (means, as the authors' code, where Eq. 8 writes sums).
 - L_BAL (not in the paper; off by default): KL(q_bar || p) of the batch's mean prediction
-  q_bar(c) = mean_n q(c|I_n) against the uniform prior. Entropy minimisation alone lets a whole
-  cluster of unlabeled images settle in a wrong class early (MNIST seed 1: the crossbar 7s called
-  3, results/recipe.md); with a_BAL = a_KL the two terms sum to H(q(c|I)) - H(q_bar) = -I(c; I),
-  the mutual-information objective of RIM (Krause et al., 2010) and IMSAT (Hu et al., 2017).
+  q_bar(c) = mean_n q(c|I_n) against the uniform prior; with a_BAL = a_KL the two terms sum to
+  H(q(c|I)) - H(q_bar) = -I(c; I), the mutual-information objective of RIM (Krause et al., 2010)
+  and IMSAT (Hu et al., 2017). Both options were tried against entropy minimisation settling a
+  cluster of unlabeled images in a wrong class (MNIST seed 1: its crossbar 7s called 3); neither
+  fixes it (results/recipe.md, section 7).
 
 Which images enter L_RC, L_KL, L_NN is `unsup_on`: "unlabeled" (the authors' default) or "all";
 with "all", `render_from` = "label" renders the labeled images from their label, not c-hat (as the
