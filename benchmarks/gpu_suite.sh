@@ -10,8 +10,9 @@
 #      `pytest -q -x tests/test_model.py tests/test_losses.py` (CPU tests).
 #   2. throughput (THROUGHPUT_S, 110 s; on an H200 the first group took 47-57 s, cuDNN's
 #      autotuning of eight variants included, the second 14 s): the DRMM step against the
-#      supervised (DCN) step, ConvSmall and ConvLarge, batch 100 and 500, fp32 and bf16, channels-last and NCHW;
-#      images/s, their ratio, peak memory (benchmarks/step_throughput.py's timing, interleaved).
+#      supervised (DCN) step, ConvSmall and ConvLarge, batch 100 and 500, fp32 and bf16,
+#      channels-last and NCHW; images/s, their ratio, peak memory (benchmarks/step_throughput.py's
+#      timing, interleaved).
 #   3. mnist (MNIST_S, 165 s): MNIST N_L = 100, +KL+NN, the paper's optimiser (SGD 0.2 -> 1e-4,
 #      exponential decay, batch 100, no momentum) over as many epochs as fit, after timing
 #      the step on this GPU.
