@@ -42,6 +42,7 @@ PAPER_SCHEDULE: dict = dict(
     unlabeled=None,  # N_U: the whole training set
     augment="none",  # no data augmentation
     kl_warmup=0.0,  # alpha_KL at its full weight from the first step
+    graph_prior=0.0,  # no graph pseudo-labels
     ema=0.0,  # the SGD weights themselves are evaluated
 )
 SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
@@ -80,6 +81,7 @@ class TrainConfig:
     momentum: float = PAPER_SCHEDULE["momentum"]  # SGD momentum (the paper: plain SGD)
     weight_decay: float = 0.0  # L2 penalty (the paper: none)
     kl_warmup: float = PAPER_SCHEDULE["kl_warmup"]  # epochs of a linear ramp of alpha_kl from 0
+    graph_prior: float = PAPER_SCHEDULE["graph_prior"]  # epochs of graph pseudo-labels (0: off)
     ema: float = PAPER_SCHEDULE["ema"]  # per-step decay of the evaluated weight average (0: none)
     seed: int = 0  # seeds the split, the initialisation and the data order
     device: str = "cpu"  # cpu | cuda | cuda:N
@@ -123,7 +125,7 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
@@ -144,6 +146,8 @@ MIGRATIONS = {
     2: dict,
     # 3 -> 4: train.labeled_batch is new (its default: half of each batch, as before).
     3: dict,
+    # 4 -> 5: train.graph_prior is new (its default: off, as before).
+    4: dict,
 }
 
 
@@ -345,8 +349,9 @@ def validate(cfg: Config) -> None:
                         " at least 0 (0: checkpoint at epoch ends only)")
     if not (0 <= t.momentum < 1 and t.weight_decay >= 0):
         raise DRMMError("momentum must be in [0, 1) and weight_decay at least 0")
-    if not (0 <= t.ema < 1 and t.kl_warmup >= 0):
-        raise DRMMError("ema must be in [0, 1) (0: no weight average) and kl_warmup at least 0")
+    if not (0 <= t.ema < 1 and t.kl_warmup >= 0 and t.graph_prior >= 0):
+        raise DRMMError("ema must be in [0, 1) (0: no weight average), kl_warmup and graph_prior"
+                        " at least 0")
     weights = [f.name for f in dataclasses.fields(lo) if f.name.startswith("alpha_")]
     negative = [k for k in weights if getattr(lo, k) < 0]
     if negative:

@@ -1,6 +1,6 @@
 """The DRMM semi-supervised objective (paper section 4.1, Eq. 5-8), separate from the network.
 
-    L = a_H * L_H + a_RC * L_RC + a_KL * L_KL + a_NN * L_NN  (+ a_BAL * L_BAL, an option)
+    L = a_H * L_H + a_RC * L_RC + a_KL * L_KL + a_NN * L_NN  (+ a_BAL * L_BAL, s * L_G: options)
 
 - L_H  (Eq. 5): cross-entropy of q(c|I) against the labels, mean over the labeled images.
 - L_RC (Eq. 6): reconstruction error ||I - I_hat||^2. Like the authors' code we take the mean over
@@ -20,6 +20,10 @@
   and IMSAT (Hu et al., 2017). Both options were tried against entropy minimisation settling a
   cluster of unlabeled images in a wrong class (MNIST seed 1: its crossbar 7s called 3); neither
   fixes it (results/recipe.md, section 7).
+- L_G (not in the paper; off by default): the graph prior, a cross-entropy against pseudo-labels
+  from label spreading over a nearest-neighbour graph of the images, each weighted by its
+  certainty (Iscen et al., 2019; drmm/graph_prior.py). Its weight s falls from 1 to 0 over the
+  first `train.graph_prior` epochs: it decides which class such a cluster joins, then leaves.
 
 Which images enter L_RC, L_KL, L_NN is `unsup_on`: "unlabeled" (the authors' default) or "all";
 with "all", `render_from` = "label" renders the labeled images from their label, not c-hat (as the
@@ -81,6 +85,12 @@ def class_balance(logits: torch.Tensor) -> torch.Tensor:
     return (q_bar * (q_bar.clamp_min(1e-12).log() + math.log(logits.shape[1]))).sum()  # ()
 
 
+def graph_prior(logits: torch.Tensor, pseudo: torch.Tensor, certainty: torch.Tensor
+                ) -> torch.Tensor:
+    """L_G: mean over images of certainty * -log q(pseudo-label | I)."""
+    return (certainty * F.cross_entropy(logits, pseudo, reduction="none")).mean()  # ()
+
+
 def non_negativity(templates: list[torch.Tensor]) -> torch.Tensor:
     """L_NN, Eq. 8 with means: sum over layers of mean(relu(-z)^2)."""
     return sum(F.relu(-z).pow(2).mean() for z in templates)  # ()
@@ -95,8 +105,10 @@ def drmm_objective(
     rendered: torch.Tensor | None = None,  # (B_u, C, H, W) their top-down reconstructions
     templates: list[torch.Tensor] | None = None,  # their z(l), for L_NN
     kl_scale: float = 1.0,  # multiplies a_KL (a warm-up ramps it from 0 to 1)
+    graph: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B_u,) pseudo-labels, certainties
+    graph_scale: float = 0.0,  # weight of L_G (0: the term is left out)
 ) -> dict[str, torch.Tensor]:
-    """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn", "bal"}.
+    """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn", "bal", "graph"}.
 
     With only logits_lab and labels this is the supervised (DCN) objective, loss = a_H * ce.
     A term whose weight is 0 is neither computed nor returned (rendered and templates may then
@@ -117,4 +129,7 @@ def drmm_objective(
         if cfg.alpha_bal:
             terms["bal"] = class_balance(logits_unsup)
             loss = loss + cfg.alpha_bal * terms["bal"]
+        if graph is not None and graph_scale:
+            terms["graph"] = graph_prior(logits_unsup, *graph)
+            loss = loss + graph_scale * terms["graph"]
     return {"loss": loss, **terms}

@@ -40,6 +40,7 @@ from drmm.data.augment import augment
 from drmm.errors import DRMMError, require_device, warn_slow_precision
 from drmm.evaluate import confusion, error_rate, save_reconstructions, worst_confusion
 from drmm.files import atomic_write, check_out_dir, remove_stale_temporaries
+from drmm.graph_prior import graph_pseudo_labels
 from drmm.losses import drmm_objective
 from drmm.model import DRMM, BottomUp, Switches, feature_sizes
 from drmm.run_state import (
@@ -58,12 +59,14 @@ RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labele
 # One step of hard EM
 
 
-def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 1.0
-               ) -> dict[str, torch.Tensor]:
+def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 1.0,
+               graph=None, graph_scale: float = 0.0) -> dict[str, torch.Tensor]:
     """E-step and objective for one batch; returns the named loss terms (graph attached).
 
     x_lab: (B/2, C, H, W) labeled images, y_lab: (B/2,), x_unl: (B/2, C, H, W) unlabeled
-    (None for a supervised-only run); kl_scale multiplies alpha_kl (its warm-up).
+    (None for a supervised-only run); kl_scale multiplies alpha_kl (its warm-up); graph:
+    (pseudo-labels (B/2,), certainties (B/2,)) of the unlabeled images for the graph prior,
+    weighted by graph_scale (drmm/graph_prior.py).
     """
     t, lc = cfg.train, cfg.loss
     if t.supervised_only:  # the DCN baseline: bottom-up on the labeled half, cross-entropy only
@@ -73,14 +76,18 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
     else:
         bu = model.bottom_up(torch.cat([x_lab, x_unl]))
         bu_lab, bu_unl = split_bottom_up(bu, len(x_lab))
+    if graph is not None and lc.unsup_on == "all":  # the labeled images: their own labels
+        graph = (torch.cat([y_lab, graph[0]]),  # (B,)
+                 torch.cat([torch.ones_like(graph[1][:len(y_lab)]), graph[1]]))  # (B,)
     if not (lc.alpha_rc or lc.alpha_nn):  # nothing needs the rendering: skip the top-down pass
         logits_unsup = bu_unl.logits if lc.unsup_on == "unlabeled" else torch.cat(
             [bu_lab.logits, bu_unl.logits])  # (B/2 or B, K)
-        return drmm_objective(lc, bu_lab.logits, y_lab, logits_unsup, kl_scale=kl_scale)
+        return drmm_objective(lc, bu_lab.logits, y_lab, logits_unsup, kl_scale=kl_scale,
+                              graph=graph, graph_scale=graph_scale)
     td_unl = model.top_down(bu_unl)  # rendered from the predicted class c-hat
     if lc.unsup_on == "unlabeled":
         return drmm_objective(lc, bu_lab.logits, y_lab, bu_unl.logits, x_unl, td_unl.image,
-                              td_unl.templates, kl_scale)
+                              td_unl.templates, kl_scale, graph, graph_scale)
     td_lab = model.top_down(bu_lab, y_lab if lc.render_from == "label" else None)
     return drmm_objective(
         lc, bu_lab.logits, y_lab,
@@ -88,7 +95,7 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
         torch.cat([x_lab, x_unl]),  # (B, C, H, W)
         torch.cat([td_lab.image, td_unl.image]),  # (B, C, H, W)
         [torch.cat(pair) for pair in zip(td_lab.templates, td_unl.templates, strict=True)],
-        kl_scale,
+        kl_scale, graph, graph_scale,
     )
 
 
@@ -100,9 +107,11 @@ class Objective(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
         self.kl_scale = 1.0  # the training loop sets it at each step (train.kl_warmup)
+        self.graph_scale = 0.0  # and this one too (train.graph_prior)
 
-    def forward(self, x_lab, y_lab, x_unl) -> dict[str, torch.Tensor]:
-        return step_terms(self.model, self.cfg, x_lab, y_lab, x_unl, self.kl_scale)
+    def forward(self, x_lab, y_lab, x_unl, graph=None) -> dict[str, torch.Tensor]:
+        return step_terms(self.model, self.cfg, x_lab, y_lab, x_unl, self.kl_scale, graph,
+                          self.graph_scale)
 
 
 class NonFiniteStep(Exception):
@@ -117,7 +126,7 @@ class NonFiniteStep(Exception):
 def train_step(stepper: nn.Module, model: DRMM, opt, sched, batch: tuple,
                autocast=None, check: bool = True, keep_bn_on_skip: bool = False,
                ema: AveragedModel | None = None) -> dict[str, torch.Tensor]:
-    """One round of hard EM on batch = (x_lab, y_lab, x_unl): the E-step and objective
+    """One round of hard EM on batch = (x_lab, y_lab, x_unl[, graph]): the E-step and objective
     (stepper, an Objective or its DDP wrapper), then the M-step (one optimiser update), one
     LR-schedule step and, if given, one update of the weight average `ema`. Returns the loss
     terms, detached.
@@ -344,6 +353,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
                    leave=False)
         wall0 = time.perf_counter() - run.wall_seconds
+        graph = None  # (pseudo-labels (N,), certainties (N,)) of the training images
+        if t.graph_prior and not t.supervised_only and run.epoch < t.graph_prior:
+            graph = graph_pseudo_labels(x_train, labeled, y_train[labeled_t].cpu().numpy(),
+                                        cfg.model.num_classes,
+                                        log=lambda m: print(f"drmm: {m}", file=sys.stderr)
+                                        if is_main else None)
         for epoch in range(run.epoch, t.epochs):
             model.train()
             lab_order, unl_order = epoch_order(labeled_t, len(x_train), gen,
@@ -358,6 +373,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                 iu = dist.shard(unl_order[step * n_unl:(step + 1) * n_unl]).to(device)  # (B_U/W,)
                 batch = augment((x_train[il], y_train[il],
                                  None if t.supervised_only else x_train[iu]), t.augment)
+                # the graph prior's weight: from 1 down to 0 over its first train.graph_prior epochs
+                objective.graph_scale = 1 - warmup(epoch * steps_per_epoch + step,
+                                                   t.graph_prior * steps_per_epoch)
+                if graph is not None and objective.graph_scale > 0:
+                    batch = (*batch, (graph[0][iu], graph[1][iu]))  # (B_U,), (B_U,)
                 # On CUDA the NaN check is a host sync: every log_every steps unless bad batches
                 # must be skipped (a NaN then stops the run at the next check; the last
                 # checkpoint is still good).

@@ -1,0 +1,71 @@
+"""The graph prior: label spreading's pseudo-labels, their loss term, and a run steered by them."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_train import fabricated, tiny_config
+
+from drmm.config import Config, validate
+from drmm.errors import DRMMError
+from drmm.graph_prior import propagate_labels
+from drmm.losses import LossConfig, drmm_objective, graph_prior
+from drmm.train import train
+
+
+def test_pseudo_labels_follow_the_clusters():
+    data = fabricated()  # two blobs, the classes alternate: images 0 and 1 are one of each
+    pseudo, certainty = propagate_labels(data.x_train, np.array([0, 1]),
+                                         data.y_train[:2].numpy(), num_classes=2)
+    assert pseudo.shape == certainty.shape == (80,) and pseudo.dtype == torch.int64
+    assert torch.equal(pseudo, data.y_train)
+    assert ((certainty > 0) & (certainty <= 1)).all()
+
+
+def test_a_class_without_labeled_images_is_never_a_pseudo_label():
+    data = fabricated()
+    pseudo, certainty = propagate_labels(data.x_train, np.array([0, 1]),
+                                         data.y_train[:2].numpy(), num_classes=3)
+    assert set(pseudo.tolist()) == {0, 1} and certainty.min() >= 0
+
+
+def test_graph_term_by_hand_and_its_weight():
+    logits = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]], requires_grad=True)  # q0 = 3/4, 1/2
+    pseudo, certainty = torch.tensor([0, 1]), torch.tensor([0.5, 0.0])
+    value = graph_prior(logits, pseudo, certainty)
+    assert value.item() == pytest.approx(0.5 * math.log(4 / 3) / 2)
+    value.backward()
+    assert logits.grad[1].abs().sum() == 0  # certainty 0: no pull at all
+    args = (logits.detach(), torch.tensor([0, 1]), logits.detach(), torch.zeros(2, 1, 1, 1),
+            torch.zeros(2, 1, 1, 1), [torch.zeros(1)])
+    plain = drmm_objective(LossConfig(), *args)
+    steered = drmm_objective(LossConfig(), *args, graph=(pseudo, certainty), graph_scale=0.25)
+    off = drmm_objective(LossConfig(), *args, graph=(pseudo, certainty), graph_scale=0.0)
+    assert "graph" not in plain and "graph" not in off and "graph" in steered
+    assert steered["loss"].item() == pytest.approx(plain["loss"].item() + 0.25 * value.item())
+
+
+def test_pseudo_labels_alone_train_the_classifier(tmp_path):
+    """With every other term off, the graph prior is all the signal there is: the network learns
+    the two classes from two labeled images' spread labels, and the term fades after 3 epochs."""
+    cfg = tiny_config(epochs=4, optimizer="adam", lr=0.01, lr_final=0.01, graph_prior=3.0)
+    cfg.loss.alpha_h = cfg.loss.alpha_rc = cfg.loss.alpha_kl = cfg.loss.alpha_nn = 0.0
+    train(cfg, tmp_path, data=fabricated(), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["train_graph"] > records[2]["train_graph"]
+    assert "train_graph" not in records[3]  # weight 0 from epoch 4 on: not computed
+    assert records[-1]["test_error"] <= 0.1
+
+
+def test_graph_prior_is_off_in_older_configs_and_never_negative():
+    old = copy.deepcopy(Config().to_dict())
+    old["version"] = 4
+    old["train"].pop("graph_prior")
+    assert Config.from_dict(old).train.graph_prior == 0.0
+    cfg = Config()
+    cfg.train.graph_prior = -1.0
+    with pytest.raises(DRMMError, match="graph_prior"):
+        validate(cfg)
