@@ -36,6 +36,8 @@ VARIANTS: dict[str, dict] = {
     "translate_kl_warmup_1": {"train.augment": "translate", "train.kl_warmup": 1},
     "warmup_translate_ema": {"train.kl_warmup": 10, "train.augment": "translate",
                              "train.ema": 0.98},
+    "graph_prior_1": {"train.graph_prior": 1},  # label-spreading pseudo-labels in epoch 1
+    "no_graph_prior": {"train.graph_prior": 0},  # the preset without them
 }
 
 

@@ -30,6 +30,8 @@ def main(argv=None) -> dict:
     p.add_argument("--n", type=int, default=10, help="images per row")
     p.add_argument("--out", required=True, help="the PNG to write")
     args = p.parse_args(argv)
+    if (args.true is None) != (args.predicted is None):
+        p.error("give --true and --predicted together (one cell), or neither (the worst mix-up)")
 
     model, cfg, state = load_trained_model(args.run)  # eval mode
     data = load_run_data(cfg, state, data_dir=args.data_dir)

@@ -350,15 +350,15 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
             start_run_files(out, cfg, labeled, run.history)
             writer = (SummaryWriter(str(out / "tb"), purge_step=len(run.history) + 1)
                       if t.tensorboard else None)  # purge: events past the checkpoint
-        bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
-                   leave=False)
-        wall0 = time.perf_counter() - run.wall_seconds
+        wall0 = time.perf_counter() - run.wall_seconds  # the graph's time counts too
         graph = None  # (pseudo-labels (N,), certainties (N,)) of the training images
         if t.graph_prior and not t.supervised_only and run.epoch < t.graph_prior:
             graph = graph_pseudo_labels(x_train, labeled, y_train[labeled_t].cpu().numpy(),
                                         cfg.model.num_classes,
                                         log=lambda m: print(f"drmm: {m}", file=sys.stderr)
                                         if is_main else None)
+        bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
+                   leave=False)
         for epoch in range(run.epoch, t.epochs):
             model.train()
             lab_order, unl_order = epoch_order(labeled_t, len(x_train), gen,

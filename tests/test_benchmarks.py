@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import plot_curves  # noqa: E402
@@ -121,3 +123,5 @@ def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
     chosen = show_mix_up.main([str(tmp_path / "run"), "--true", "0", "--predicted", "1",
                                "--out", str(tmp_path / "c.png")])
     assert chosen["images"] == cells[(0, 1)] and chosen["true"] == "0"
+    with pytest.raises(SystemExit):  # one of the two alone: refused, not silently ignored
+        show_mix_up.main([str(tmp_path / "run"), "--true", "0", "--out", str(tmp_path / "d.png")])
