@@ -13,7 +13,8 @@ from drmm.config import Config, validate
 from drmm.errors import DRMMError
 from drmm.graph_prior import propagate_labels
 from drmm.losses import LossConfig, drmm_objective, graph_prior
-from drmm.train import train
+from drmm.model import DRMM
+from drmm.train import step_terms, train
 
 
 def test_pseudo_labels_follow_the_clusters():
@@ -69,3 +70,24 @@ def test_graph_prior_is_off_in_older_configs_and_never_negative():
     cfg.train.graph_prior = -1.0
     with pytest.raises(DRMMError, match="graph_prior"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("unsup_on", ["unlabeled", "all"])
+def test_step_takes_the_graph_term_over_the_images_it_names(unsup_on):
+    """With unsup_on "all" the labeled images join the term with their own labels, certainty 1."""
+    cfg = tiny_config()
+    cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = 1, 12, 2
+    cfg.loss.unsup_on = unsup_on
+    torch.manual_seed(0)
+    model = DRMM(cfg.model).eval()  # eval: the same BatchNorm statistics in both passes
+    data = fabricated()
+    x_lab, y_lab, x_unl = data.x_train[:4], data.y_train[:4], data.x_train[4:10]
+    pseudo, certainty = torch.tensor([1, 0, 1, 0, 1, 0]), torch.rand(6)
+    with torch.no_grad():
+        terms = step_terms(model, cfg, x_lab, y_lab, x_unl, graph=(pseudo, certainty),
+                           graph_scale=0.5)
+        logits = model(torch.cat([x_lab, x_unl]) if unsup_on == "all" else x_unl)  # (B, K)
+    if unsup_on == "all":
+        pseudo, certainty = torch.cat([y_lab, pseudo]), torch.cat([torch.ones(4), certainty])
+    assert terms["graph"].item() == pytest.approx(graph_prior(logits, pseudo, certainty).item(),
+                                                  rel=1e-5)
