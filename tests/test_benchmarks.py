@@ -125,3 +125,18 @@ def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
     assert chosen["images"] == cells[(0, 1)] and chosen["true"] == "0"
     with pytest.raises(SystemExit):  # one of the two alone: refused, not silently ignored
         show_mix_up.main([str(tmp_path / "run"), "--true", "0", "--out", str(tmp_path / "d.png")])
+
+
+def test_graph_labels_reports_the_pseudo_labels_of_a_run(tmp_path):
+    import graph_labels
+
+    from drmm.config import preset
+    from drmm.train import train
+
+    cfg = preset("digits")
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.tensorboard = 1, 200, False
+    train(cfg, tmp_path / "run", progress=False)
+    result = graph_labels.main([str(tmp_path / "run"), "--out", str(tmp_path / "g.json")])
+    assert json.loads((tmp_path / "g.json").read_text()) == result
+    assert 0 <= result["certainty_weighted_error"] <= 1 and 0 < result["pseudo_label_error"] < 0.5
+    assert sum(result["mix_up"]["pseudo_labels"]) == result["mix_up"]["images"] > 0

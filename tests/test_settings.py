@@ -28,7 +28,8 @@ from tests.reliability_util import tiny_config, tiny_dataset
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 APPENDIX_A = dict(optimizer="sgd", lr=0.2, lr_final=1e-4, decay="exp", momentum=0.0,
                   epochs=500, batch_size=100, labeled_batch=None,  # written out, not imported
-                  unlabeled=None, augment="none", kl_warmup=0.0, ema=0.0)  # the paper: none
+                  unlabeled=None, augment="none", kl_warmup=0.0, ema=0.0,  # the paper: none
+                  graph_prior=0.0)
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
@@ -148,9 +149,9 @@ def test_force_resume_with_another_decay_plans_that_decay(tmp_path):
 def test_supervised_only_never_gathers_an_unlabeled_batch(tmp_path, monkeypatch):
     seen = []
 
-    def spy(model, cfg, x_lab, y_lab, x_unl, kl_scale):
+    def spy(model, cfg, x_lab, y_lab, x_unl, *rest):
         seen.append(x_unl)
-        return step_terms(model, cfg, x_lab, y_lab, x_unl, kl_scale)
+        return step_terms(model, cfg, x_lab, y_lab, x_unl, *rest)
 
     monkeypatch.setattr(drmm.train, "step_terms", spy)
     train(tiny_config(supervised_only=True), tmp_path / "run", data=tiny_dataset(),
@@ -163,9 +164,9 @@ def test_labeled_batch_sets_each_steps_make_up(tmp_path, monkeypatch):
     one pass over the unlabeled set, and each labeled image comes round in turn."""
     seen = []
 
-    def spy(model, cfg, x_lab, y_lab, x_unl, kl_scale):
+    def spy(model, cfg, x_lab, y_lab, x_unl, *rest):
         seen.append((len(x_lab), len(x_unl)))
-        return step_terms(model, cfg, x_lab, y_lab, x_unl, kl_scale)
+        return step_terms(model, cfg, x_lab, y_lab, x_unl, *rest)
 
     monkeypatch.setattr(drmm.train, "step_terms", spy)
     data = tiny_dataset()

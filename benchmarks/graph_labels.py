@@ -1,0 +1,71 @@
+"""How good are the graph prior's pseudo-labels, and what do they say about a run's largest mix-up?
+
+Label spreading over the training images' nearest-neighbour graph (drmm/graph_prior.py), from
+the labeled images of a finished run; then, on the training images, the pseudo-labels' error
+(plain and weighted by certainty) and their classes on the run's largest training mix-up (the
+images of class T it calls P). results/recipe.md, section 8:
+
+    python benchmarks/graph_labels.py runs/mnist_preset_s1 --data-dir ../shared/data \\
+        --out results/recipe/graph_labels_s1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from drmm.checkpoint import load_trained_model  # noqa: E402
+from drmm.data import load_run_data  # noqa: E402
+from drmm.evaluate import count_confusion, predicted_classes, worst_confusion  # noqa: E402
+from drmm.graph_prior import propagate_labels  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="a run folder or its checkpoint.pt")
+    p.add_argument("--data-dir", default=None, help="where the run's data set is (or goes)")
+    p.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+
+    model, cfg, state = load_trained_model(args.run)  # eval mode
+    data = load_run_data(cfg, state, data_dir=args.data_dir)
+    labeled = np.asarray(state["labeled_indices"])  # (N_L,)
+    y = data.y_train.numpy()  # (N,)
+    k = cfg.model.num_classes
+    t0 = time.perf_counter()
+    pseudo, certainty = propagate_labels(data.x_train, labeled, y[labeled], k,
+                                         threads=torch.get_num_threads())  # (N,), (N,)
+    seconds = time.perf_counter() - t0
+    pseudo, certainty = pseudo.numpy(), certainty.numpy()
+    wrong = pseudo != y  # (N,)
+    guess = predicted_classes(model, data.x_train)  # (N,) the run's classes
+    true, pred, n = worst_confusion(count_confusion(data.y_train, guess, k))
+    cell = (y == true) & (guess.numpy() == pred)  # (N,) the run's largest training mix-up
+    result = {
+        "run": str(args.run), "labels": len(labeled), "images": len(y),
+        "seconds": round(seconds, 1),
+        "pseudo_label_error": float(wrong.mean()),
+        "certainty_weighted_error": float((certainty * wrong).sum() / certainty.sum()),
+        "mix_up": {"true": int(true), "predicted": int(pred), "images": int(n),
+                   "pseudo_labels": np.bincount(pseudo[cell], minlength=k).tolist()},
+    }
+    print(f"pseudo-labels of {len(y)} training images: {100 * result['pseudo_label_error']:.1f} %"
+          f" wrong ({100 * result['certainty_weighted_error']:.1f} % weighted by certainty),"
+          f" {seconds:.0f} s")
+    print(f"the run calls {n} training {true}s {pred}; the graph calls them"
+          f" {result['mix_up']['pseudo_labels']} (counts by class)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
