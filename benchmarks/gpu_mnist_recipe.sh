@@ -3,20 +3,22 @@
 # (N_L = 100, 14 epochs of 20 labeled + 80 unlabeled images a step, shifts of +-2 px) at N_L = 50
 # and 1000 and thirteen runs on seed 1's lost mode (its crossbar 7s called 3; results/gpu.md,
 # section 6): no change to the recipe kept it, one other start (seed 0's weights and data order)
-# did. This list asks how often that happens: the preset on four more label draws (seeds 3-6;
-# does a draw lose a mode, and which?), seed 1's labels from three more starts (seeds 4-6's
-# weights and data order: how often is the mode kept?), and seed 0 for the GPU/CPU comparison
-# (0.75 % on the CPU). Runs named on the command line ("name|flags the preset gets", one
-# argument each) replace the list. Eight runs at once on one GPU (a ConvSmall step at batch 100
-# leaves the GPU mostly idle, so concurrent processes fill it: 3.4x the images/s of one run on
-# an H200). Test error is a property of the recipe, not of the device: the CPU-hour half of the
-# question is timed on the CPU (results/recipe.md).
+# did. Session 11 added the graph prior to the preset (train.graph_prior = 1, drmm/graph_prior.py)
+# and it kept seed 1's 7s on the CPU (0.71 %; results/recipe.md, section 8). This list asks
+# whether it holds on every draw: the new preset on seeds 0 and 2-6 (seeds 3 and 5 lost the 7s
+# without it) and seed 0 at N_L = 50 (it lost them without it) and 1000. Runs named on the
+# command line ("name|flags the preset gets", one argument each) replace the list. Eight runs
+# at once on one GPU (a ConvSmall step at batch 100 leaves the GPU mostly idle, so concurrent
+# processes fill it: 3.4x the images/s of one run on an H200). Test error is a property of the
+# recipe, not of the device: the CPU-hour half of the question is timed on the CPU
+# (results/recipe.md).
 #   device tool: bash benchmarks/gpu_mnist_recipe.sh   (carry [".gpu_data"], timeout_s 450)
 # Each run stops at RUN_S seconds (default 400) if not done; its record then holds the epochs it
 # reached. On an H200 six runs of the old preset took ~18.5 s an epoch (1,200 steps) each plus
 # ~15 s to start: 20 epochs needed ~385 s (a first try with RUN_S=365 stopped every run 3-5 s
 # short of the end). The preset's 14 epochs of 750 steps took 181 s (six runs) and 192 s (seven);
-# eight should need about 220 s.
+# eight should need about 220 s, plus the graph prior's label spreading at the start of each run
+# (125 s on our 2-core CPU with two threads; not yet timed there).
 # Output in $OUT (default /tmp/gpu_mnist_recipe): ONE file, runs.json ({run name: {"epochs":
 # [the metrics.jsonl records], "final": metrics.json or null, "tail": the last log line}}): the
 # device tool brings back at most 8 files (a first try lost three runs' files so).
@@ -31,18 +33,17 @@ RUN_S=${RUN_S:-400}
 WORK=$(mktemp -d /tmp/gpu_mnist_recipe.XXXXXX)
 mkdir -p "$OUT_DIR"
 nvidia-smi --query-gpu=name --format=csv,noheader
-LABELS1=results/recipe/mnist_full/lb20_e14_s1/labeled_indices.npy  # seed 1's labeled images
 RUNS=(  # name|the flags it adds to the preset
-    "preset_s0|--seed 0" "preset_s3|--seed 3" "preset_s4|--seed 4" "preset_s5|--seed 5"
-    "preset_s6|--seed 6" "labels1_seed4|--seed 4 --labeled-indices $LABELS1"
-    "labels1_seed5|--seed 5 --labeled-indices $LABELS1"
-    "labels1_seed6|--seed 6 --labeled-indices $LABELS1"
+    "graph_s0|--seed 0" "graph_s2|--seed 2" "graph_s3|--seed 3" "graph_s4|--seed 4"
+    "graph_s5|--seed 5" "graph_s6|--seed 6" "graph_nl50_s0|--seed 0 --labels 50"
+    "graph_nl1000_s0|--seed 0 --labels 1000"
 )
 if [ $# -gt 0 ]; then RUNS=("$@"); fi  # or the runs named on the command line, "name|flags"
 for run in "${RUNS[@]}"; do
     name=${run%%|*}
     read -r -a flags <<< "${run#*|}"
-    timeout "$RUN_S" python3 -m drmm train --dataset mnist --data-dir .gpu_data \
+    # two threads each: eight label spreadings at once on the 16 cores, none oversubscribed
+    OMP_NUM_THREADS=2 timeout "$RUN_S" python3 -m drmm train --dataset mnist --data-dir .gpu_data \
         --device cuda "${flags[@]}" --no-tensorboard --out "$WORK/$name" \
         > "$WORK/$name.log" 2>&1 &
 done
