@@ -28,7 +28,7 @@ from sklearn.semi_supervised import LabelSpreading
 
 NEIGHBOURS = 10  # k of the k-nearest-neighbour graph (Iscen et al.: 50 on CNN features)
 SPREAD = 0.99  # label spreading's alpha: how far labels travel (0.99: far, as Iscen et al.)
-ITERATIONS = 200  # label-spreading iterations; pseudo-labels stop changing well before
+ITERATIONS = 200  # label-spreading iterations (not converged to tol 1e-3 by then on MNIST)
 
 
 def propagate_labels(x: torch.Tensor, labeled: np.ndarray, y_labeled: np.ndarray,
