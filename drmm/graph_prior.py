@@ -36,16 +36,16 @@ def propagate_labels(x: torch.Tensor, labeled: np.ndarray, y_labeled: np.ndarray
     """(pseudo-labels (N,) int64, certainties (N,) float32 in [0, 1]) of every image in x.
 
     x: (N, C, H, W) the training images; labeled: (N_L,) indices into x; y_labeled: (N_L,) their
-    classes. The labeled images are spread over too (they keep their class: their own label
-    outweighs their neighbours'). An image the graph does not reach gets certainty 0, so it adds
-    nothing to the loss.
+    classes. The labeled images are spread over too (on MNIST seed 1 all 100 keep their own
+    class, at certainty 0.56 or more). An image the graph does not reach gets certainty 0, so it
+    adds nothing to the loss.
     """
     targets = np.full(len(x), -1, dtype=np.int64)  # -1: unlabeled, for scikit-learn
     targets[labeled] = y_labeled
     pixels = x.detach().float().cpu().reshape(len(x), -1).numpy()  # (N, C*H*W)
     spreading = LabelSpreading(kernel="knn", n_neighbors=NEIGHBOURS, alpha=SPREAD,
                                max_iter=ITERATIONS, n_jobs=threads)
-    with warnings.catch_warnings():  # the labels settle long before the distributions converge
+    with warnings.catch_warnings():  # 200 iterations do not reach tol 1e-3 on MNIST; we use them
         warnings.simplefilter("ignore", ConvergenceWarning)
         spreading.fit(pixels, targets)
     dist = np.zeros((len(x), num_classes))  # (N, K); columns of classes with no labeled image: 0
