@@ -8,7 +8,8 @@ its own contiguous shard of each part of the global batch, so the global batch k
 make-up of labeled and unlabeled images (Appendix A: half and half) and
 DistributedDataParallel's gradient average equals the single-process gradient of the same
 global batch, except for BatchNorm: each rank normalises its shard with its own statistics
-unless SyncBatchNorm is asked for (CUDA only). Rank 0 alone writes checkpoints, logs and metrics.
+unless SyncBatchNorm is asked for (CUDA only). Rank 0 alone writes checkpoints, logs and metrics,
+and computes the graph prior's pseudo-labels (minutes of CPU work), which it broadcasts.
 """
 
 from __future__ import annotations
@@ -73,3 +74,10 @@ def cleanup(d: Dist) -> None:
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()
+
+
+def broadcast_from_main(d: Dist, tensors: tuple[torch.Tensor, ...]) -> None:
+    """Overwrite every rank's tensors, in place, with rank 0's (each of the same shape on all)."""
+    if d.enabled:
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)

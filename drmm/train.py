@@ -353,10 +353,14 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         wall0 = time.perf_counter() - run.wall_seconds  # the graph's time counts too
         graph = None  # (pseudo-labels (N,), certainties (N,)) of the training images
         if t.graph_prior and not t.supervised_only and run.epoch < t.graph_prior:
-            graph = graph_pseudo_labels(x_train, labeled, y_train[labeled_t].cpu().numpy(),
-                                        cfg.model.num_classes,
-                                        log=lambda m: print(f"drmm: {m}", file=sys.stderr)
-                                        if is_main else None)
+            if is_main:  # minutes of CPU work: rank 0 alone spreads the labels, the others wait
+                graph = graph_pseudo_labels(x_train, labeled, y_train[labeled_t].cpu().numpy(),
+                                            cfg.model.num_classes,
+                                            log=lambda m: print(f"drmm: {m}", file=sys.stderr))
+            else:
+                graph = (torch.empty(len(x_train), dtype=torch.long, device=device),  # (N,)
+                         torch.empty(len(x_train), device=device))  # (N,)
+            distributed.broadcast_from_main(dist, graph)
         bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
                    leave=False)
         for epoch in range(run.epoch, t.epochs):

@@ -4,7 +4,8 @@ Each rank takes its shard of both halves of the global batch, and DistributedDat
 averages the gradients, so the only difference from one process is BatchNorm: each rank
 normalises its shard with its own batch statistics. The single-process reference below does
 the same (the bottom-up pass of each shard separately, the losses averaged over shards), so the
-parameters must agree to float32 round-off.
+parameters must agree to float32 round-off. With the graph prior, rank 0 alone spreads the
+labels and broadcasts them; the reference spreads them itself.
 """
 
 import os
@@ -17,8 +18,9 @@ import torch
 
 from drmm.config import Config, preset
 from drmm.data import load_dataset
+from drmm.graph_prior import propagate_labels
 from drmm.model import DRMM
-from drmm.train import epoch_order, make_optimizer, prepare, step_terms
+from drmm.train import epoch_order, make_optimizer, prepare, step_terms, warmup
 
 WORLD = 2
 ARGS = ["--arch", "conv_tiny", "--labels", "8", "--batch-size", "16", "--epochs", "1",
@@ -34,7 +36,7 @@ def fabricated_npz(path):
     np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
 
 
-def reference_parameters(npz: str) -> dict[str, torch.Tensor]:
+def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
     """One process, the same global batches, BatchNorm statistics per rank-sized shard."""
     cfg = preset(f"npz:{npz}")
     cfg.model.arch = "conv_tiny"
@@ -47,13 +49,18 @@ def reference_parameters(npz: str) -> dict[str, torch.Tensor]:
     opt, sched = make_optimizer(model, cfg, n // half)
     lab_order, unl_order = epoch_order(torch.from_numpy(labeled), n,
                                        torch.Generator().manual_seed(cfg.train.seed))
+    pseudo, certainty = propagate_labels(data.x_train, labeled, data.y_train[labeled].numpy(),
+                                         cfg.model.num_classes)  # (N,), (N,)
     shard = half // WORLD
     for step in range(n // half):
         opt.zero_grad()
+        scale = 1 - warmup(step, graph_prior * (n // half))  # the graph prior's weight
         for r in range(WORLD):
             il = lab_order[step * half + r * shard:][:shard]
             iu = unl_order[step * half + r * shard:][:shard]
-            terms = step_terms(model, cfg, data.x_train[il], data.y_train[il], data.x_train[iu])
+            graph = (pseudo[iu], certainty[iu]) if scale > 0 else None
+            terms = step_terms(model, cfg, data.x_train[il], data.y_train[il], data.x_train[iu],
+                               graph=graph, graph_scale=scale)
             (terms["loss"] / WORLD).backward()
         opt.step()
         sched.step()
@@ -61,7 +68,8 @@ def reference_parameters(npz: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
-def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("graph_prior", [0, 1])
+def test_torchrun_two_cpu_processes_match_one_process(tmp_path, graph_prior):
     npz = str(tmp_path / "data.npz")
     fabricated_npz(npz)
     out = tmp_path / "ddp"
@@ -69,12 +77,13 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
          "--standalone", "-m", "drmm", "train", "--dataset", f"npz:{npz}",
-         "--out", str(out), *ARGS],
+         "--out", str(out), "--graph-prior", str(graph_prior), *ARGS],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert Config.from_dict(state["config"]).train.batch_size == 16  # the global batch
-    expected = reference_parameters(npz)
+    assert proc.stderr.count("graph prior: pseudo-labels") == graph_prior  # rank 0's alone
+    expected = reference_parameters(npz, graph_prior)
     for name, p in expected.items():
         assert torch.allclose(state["model"][name], p.detach(), rtol=1e-4, atol=1e-5), name
     assert (out / "metrics.json").is_file()
