@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from drmm.errors import DRMMError
+
+GROUP_TIMEOUT_MIN = 60  # minutes a collective may wait for the slowest rank before the run fails
 
 
 @dataclass
@@ -62,7 +65,9 @@ def setup(device: str, batch_split: tuple[int, int]) -> Dist:
     else:
         dev, backend = torch.device(device), "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend)
+        # an hour, not NCCL's 10 minutes: the other ranks wait in a broadcast while rank 0 alone
+        # computes the graph prior (125 s for MNIST on 2 cores; more for larger training sets)
+        dist.init_process_group(backend, timeout=timedelta(minutes=GROUP_TIMEOUT_MIN))
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
