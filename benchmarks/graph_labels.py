@@ -18,14 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drmm.checkpoint import load_trained_model  # noqa: E402
 from drmm.data import load_run_data  # noqa: E402
 from drmm.evaluate import count_confusion, predicted_classes, worst_confusion  # noqa: E402
-from drmm.graph_prior import propagate_labels  # noqa: E402
+from drmm.graph_prior import graph_pseudo_labels  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -41,8 +40,7 @@ def main(argv=None) -> dict:
     y = data.y_train.numpy()  # (N,)
     k = cfg.model.num_classes
     t0 = time.perf_counter()
-    pseudo, certainty = propagate_labels(data.x_train, labeled, y[labeled], k,
-                                         threads=torch.get_num_threads())  # (N,), (N,)
+    pseudo, certainty = graph_pseudo_labels(data.x_train, labeled, y[labeled], k)  # (N,), (N,)
     seconds = time.perf_counter() - t0
     pseudo, certainty = pseudo.numpy(), certainty.numpy()
     wrong = pseudo != y  # (N,)
