@@ -57,7 +57,8 @@ SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
 # takes 0.75 of the time, and 14 such epochs (53 min, seed 0) ended at 0.75 % against 0.88 % for
 # 12 epochs of 50 + 50 (59 min) and 0.81 % for 20 (84 min).
 # The graph prior for the first epoch (drmm/graph_prior.py): without it, 3 of 7 label draws
-# lost their crossbar 7s to class 3 in epoch 1 (seed 1: 2.27 %); with it, 0.71 % (seed 0: 0.69 %).
+# lost their crossbar 7s to class 3 in epoch 1 (seed 1: 2.27 %); with it, seeds 0 / 1 / 2 end at
+# 0.69 / 0.71 / 0.65 % (results/recipe.md, section 8).
 CPU_HOUR_MNIST: dict = dict(PAPER_SCHEDULE, optimizer="adam", lr=1e-3, lr_final=1e-5,
                             decay="cosine", epochs=14, labeled_batch=20, augment="translate",
                             graph_prior=1.0)
