@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 
 from drmm.data.augment import translate
 from drmm.files import atomic_write
@@ -22,6 +21,14 @@ def shifts_within(radius: int) -> list[tuple[int, int]]:
     return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
 
 
+def class_probabilities(model: DRMM, x: torch.Tensor, tta: int = 0) -> torch.Tensor:
+    """q(c|I) for images x (B, C, H, W), (B, K); tta > 0: averaged over the images'
+    translations by up to tta pixels each way. The caller sets the mode and grad state."""
+    shifts = shifts_within(tta)
+    return sum(model(translate(x, dy, dx)).float().softmax(dim=1)
+               for dy, dx in shifts) / len(shifts)  # (B, K)
+
+
 @torch.no_grad()
 def predicted_classes(model: DRMM, x: torch.Tensor, batch_size: int = 1000, tta: int = 0
                       ) -> torch.Tensor:
@@ -29,10 +36,8 @@ def predicted_classes(model: DRMM, x: torch.Tensor, batch_size: int = 1000, tta:
     from the softmax averaged over the image's translations by up to tta pixels."""
     was_training = model.training
     model.eval()
-    shifts = shifts_within(tta)
-    pred = torch.cat([
-        sum(model(translate(b, dy, dx)).softmax(dim=1) for dy, dx in shifts).argmax(dim=1)  # (B,)
-        for b in x.split(batch_size)])  # (N,)
+    pred = torch.cat([class_probabilities(model, b, tta).argmax(dim=1)
+                      for b in x.split(batch_size)])  # (N,)
     model.train(was_training)
     return pred
 
@@ -81,6 +86,8 @@ def reconstruct(model: DRMM, x: torch.Tensor) -> torch.Tensor:
 
 def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str]) -> None:
     """Save rows of images (each (N, C, H, W); N may differ) as one PNG, one titled row each."""
+    from matplotlib.figure import Figure  # here: `import drmm` (the predictor) stays light
+
     n = max(r.shape[0] for r in rows)
     fig = Figure(figsize=(n * 1.0, len(rows) * 1.25))  # no pyplot: the user's backend stays
     axes = fig.subplots(len(rows), n, squeeze=False,

@@ -93,3 +93,26 @@ def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tiny_run, tmp_
     for row in rows.values():  # each variant's error = the run's, less what it fixes, plus breaks
         assert row["test_error"] == pytest.approx(
             base["test_error"] + (row["broken"] - row["fixed"]) / n)
+
+
+def test_predictor_tta_matches_eval_and_its_probabilities_sum_to_one(tiny_run, tmp_path):
+    import numpy as np
+
+    from drmm.predictor import load
+
+    predictor = load(tiny_run)
+    model, cfg, state = load_trained_model(tiny_run)
+    data = load_run_data(cfg, state)
+    pixels = (data.x_test[:50, 0] * 255).round().to(torch.uint8)  # (N, H, W): raw images
+    classes, probs = predictor.predict(pixels, batch_size=16, tta=1)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(50))
+    expected = predicted_classes(model, pixels[:, None].float() / 255, tta=1)  # preprocess: none
+    assert torch.equal(classes, expected)
+    np.savez(tmp_path / "new.npz", x=pixels.numpy())
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--checkpoint", str(tiny_run), "--images", str(tmp_path / "new.npz"),
+                 "--out", str(out), "--tta", "1", "--quiet"]) == 0
+    rows = out.read_text().splitlines()[1:]
+    assert [r.split(",")[1] for r in rows] == [predictor.class_names[c] for c in classes.tolist()]
+    assert main(["predict", "--checkpoint", str(tiny_run), "--images", str(tmp_path / "new.npz"),
+                 "--out", str(out), "--tta", "-2", "--quiet"]) == 2
