@@ -11,9 +11,12 @@ BatchNorm running statistics: the number the run recorded). Variants:
 - bn_recomputed_N: BatchNorm statistics measured afresh (a cumulative average, as
   torch.optim.swa_utils.update_bn does) on the first N training images (labeled or not), in
   place of the running averages that lag the last steps' weights (issue 13's last bullet).
-- tta_R: test-time augmentation (drmm/evaluate.py), the softmax averaged over every translation
-  of at most R pixels each way ((2R + 1)^2 of them), zero padded as training's
-  `--augment translate` pads.
+- tta_R: test-time augmentation, the softmax averaged over every translation of at most R
+  pixels each way ((2R + 1)^2 of them), zero padded as training's `--augment translate` pads
+  (drmm/data/augment.py).
+
+Neither made drmm's evaluation: on MNIST (results/recipe.md, section 9) both broke more test
+images than they fixed.
 
 Prints one line per variant and writes them as JSON.
 """
@@ -26,12 +29,30 @@ import json
 import time
 
 import torch
+import torch.nn.functional as F
 
 from drmm.checkpoint import load_trained_model, resolve_checkpoint
 from drmm.data import load_run_data
 from drmm.evaluate import predicted_classes
 from drmm.files import atomic_write
 from drmm.train import recompute_bn
+
+
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x (B, C, H, W) moved dy pixels down and dx right, the uncovered border zero."""
+    h, w = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p)
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]  # (B, C, H, W)
+
+
+@torch.no_grad()
+def tta_classes(model, x: torch.Tensor, radius: int, batch_size: int = 1000) -> torch.Tensor:
+    """c-hat from the softmax averaged over every shift of at most `radius` pixels, (N,)."""
+    model.eval()
+    shifts = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    return torch.cat([sum(model(translate(b, dy, dx)).softmax(dim=1) for dy, dx in shifts
+                          ).argmax(dim=1) for b in x.split(batch_size)])  # (N,)
 
 
 def main(argv=None) -> dict:
@@ -69,7 +90,7 @@ def main(argv=None) -> dict:
                            time.perf_counter() - t))
     for r in args.tta:
         t = time.perf_counter()
-        rows.append(record(f"tta_{r}", predicted_classes(model, x, tta=r), time.perf_counter() - t))
+        rows.append(record(f"tta_{r}", tta_classes(model, x, r), time.perf_counter() - t))
     metrics = resolve_checkpoint(args.run).parent / "metrics.json"  # what the run recorded
     recorded = json.loads(metrics.read_text())["test_error"] if metrics.exists() else None
     result = {"run": str(args.run), "recorded_test_error": recorded, "test_images": len(y),

@@ -88,8 +88,6 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     require_device(args.device)
-    if args.tta < 0:
-        raise DRMMError(f"--tta {args.tta}: give the largest shift in pixels, 0 or more")
     model, cfg, state = load_trained_model(args.checkpoint)
     data = load_run_data(cfg, state, args.dataset, args.data_dir, verify=not args.no_verify)
     if not data.has_test:
@@ -105,9 +103,8 @@ def cmd_eval(args) -> int:
         raise DRMMError(f"{args.checkpoint} is a {k}-class model and {data.name} has"
                         f" {data.num_classes} classes; evaluate on data with the run's classes")
     counts = confusion(model.to(args.device), data.x_test.to(args.device),
-                       data.y_test.to(args.device), tta=args.tta)  # (K, K)
-    tta = f", softmax averaged over {(2 * args.tta + 1) ** 2} shifts" if args.tta else ""
-    print(f"{describe_error(error_rate(counts))} ({len(data.x_test)} test images{tta})"
+                       data.y_test.to(args.device))  # (K, K)
+    print(f"{describe_error(error_rate(counts))} ({len(data.x_test)} test images)"
           f"{describe_confusion(worst_confusion(counts), data.class_names)}")
     return 0
 
@@ -127,9 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="defaults to the checkpoint's data set")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--tta", type=int, default=0, metavar="R",
-                   help="test-time augmentation: classify by the softmax averaged over every"
-                        " shift of the image by at most R pixels each way (0: none)")
     p.add_argument("--no-verify", action="store_true",
                    help="do not md5-check cached data files when reading them")
     p.set_defaults(func=cmd_eval)

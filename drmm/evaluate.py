@@ -1,43 +1,22 @@
-"""Test error with BatchNorm running statistics (Appendix A) and reconstruction pictures.
-
-Test-time augmentation (tta = r > 0, not in the paper) classifies each image by the softmax
-averaged over its (2r + 1)^2 translations of at most r pixels each way (results/recipe.md,
-section 9, measured it on MNIST).
-"""
+"""Test error with BatchNorm running statistics (Appendix A) and reconstruction pictures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
-from drmm.data.augment import translate
 from drmm.files import atomic_write
 from drmm.model import DRMM
 
 
-def shifts_within(radius: int) -> list[tuple[int, int]]:
-    """Every (dy, dx) translation of at most `radius` pixels each way, (2r + 1)^2 of them."""
-    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-
-
-def class_probabilities(model: DRMM, x: torch.Tensor, tta: int = 0) -> torch.Tensor:
-    """q(c|I) for images x (B, C, H, W), (B, K); tta > 0: averaged over the images'
-    translations by up to tta pixels each way. The caller sets the mode and grad state."""
-    shifts = shifts_within(tta)
-    return sum(model(translate(x, dy, dx)).float().softmax(dim=1)
-               for dy, dx in shifts) / len(shifts)  # (B, K)
-
-
 @torch.no_grad()
-def predicted_classes(model: DRMM, x: torch.Tensor, batch_size: int = 1000, tta: int = 0
-                      ) -> torch.Tensor:
-    """c-hat for images x, (N,) on x's device, in eval mode (running BN statistics); tta > 0:
-    from the softmax averaged over the image's translations by up to tta pixels."""
+def predicted_classes(model: DRMM, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """c-hat for images x, (N,) on x's device, in eval mode (running BN statistics)."""
     was_training = model.training
     model.eval()
-    pred = torch.cat([class_probabilities(model, b, tta).argmax(dim=1)
-                      for b in x.split(batch_size)])  # (N,)
+    pred = torch.cat([model(b).argmax(dim=1) for b in x.split(batch_size)])  # (N,)
     model.train(was_training)
     return pred
 
@@ -47,11 +26,10 @@ def count_confusion(y: torch.Tensor, pred: torch.Tensor, k: int) -> torch.Tensor
     return torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu()  # (K, K)
 
 
-def confusion(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
-              tta: int = 0) -> torch.Tensor:
+def confusion(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+              ) -> torch.Tensor:
     """(K, K) confusion counts of the model on images x with labels y, in eval mode."""
-    return count_confusion(y, predicted_classes(model, x, batch_size, tta),
-                           model.config.num_classes)
+    return count_confusion(y, predicted_classes(model, x, batch_size), model.config.num_classes)
 
 
 def error_rate(counts: torch.Tensor) -> float:
@@ -68,10 +46,9 @@ def worst_confusion(counts: torch.Tensor) -> tuple[int, int, int]:
     return i // counts.shape[1], i % counts.shape[1], int(off.flatten()[i])
 
 
-def test_error(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
-               tta: int = 0) -> float:
+def test_error(model: DRMM, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Fraction of misclassified images, in eval mode (running BN statistics)."""
-    return error_rate(confusion(model, x, y, batch_size, tta))
+    return error_rate(confusion(model, x, y, batch_size))
 
 
 @torch.no_grad()
@@ -86,8 +63,6 @@ def reconstruct(model: DRMM, x: torch.Tensor) -> torch.Tensor:
 
 def save_image_grid(rows: list[torch.Tensor], path: str | Path, titles: list[str]) -> None:
     """Save rows of images (each (N, C, H, W); N may differ) as one PNG, one titled row each."""
-    from matplotlib.figure import Figure  # here: `import drmm` (the predictor) stays light
-
     n = max(r.shape[0] for r in rows)
     fig = Figure(figsize=(n * 1.0, len(rows) * 1.25))  # no pyplot: the user's backend stays
     axes = fig.subplots(len(rows), n, squeeze=False,

@@ -36,9 +36,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="the CSV file to write")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--tta", type=int, default=0, metavar="R",
-                   help="test-time augmentation: probabilities averaged over every shift of the"
-                        " image by at most R pixels each way (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -64,7 +61,7 @@ def image_source(path: str | Path) -> tuple[list[str], object]:
 
 
 def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
-                      batch_size: int, progress: bool, tta: int = 0) -> int:
+                      batch_size: int, progress: bool) -> int:
     """Predict batch by batch (a folder is decoded as it goes) into the CSV at out."""
 
     def write(f) -> None:
@@ -78,7 +75,7 @@ def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
                     batch = source[i:i + batch_size]  # (b, H, W[, C]) uint8
                 else:
                     batch = np.stack([predictor.read_file(p) for p in source[i:i + batch_size]])
-                classes, probs = predictor.predict(batch, batch_size, tta)
+                classes, probs = predictor.predict(batch, batch_size)
                 for name, c, p in zip(names[i:i + batch_size], classes.tolist(), probs.tolist(),
                                       strict=True):
                     rows.writerow([name, predictor.class_names[c], f"{p[c]:.6f}",
@@ -95,11 +92,8 @@ def cmd_predict(args) -> int:
     out = check_out_file(args.out, suffix=".csv")  # before any loading
     if args.batch_size < 1:
         raise DRMMError(f"--batch-size {args.batch_size} must be at least 1")
-    if args.tta < 0:
-        raise DRMMError(f"--tta {args.tta}: give the largest shift in pixels, 0 or more")
     predictor = load(args.checkpoint, args.device)
     names, source = image_source(args.images)
-    n = write_predictions(predictor, names, source, out, args.batch_size, not args.quiet,
-                          args.tta)
+    n = write_predictions(predictor, names, source, out, args.batch_size, not args.quiet)
     print(f"wrote {out}: predictions for {n} images ({len(predictor.class_names)} classes)")
     return 0

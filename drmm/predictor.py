@@ -25,7 +25,6 @@ from drmm.checkpoint import load_trained_model
 from drmm.data import Preprocessor, to_tensor_images
 from drmm.data.folder import decode, pixels
 from drmm.errors import DRMMError, require_device
-from drmm.evaluate import class_probabilities
 from drmm.model import DRMM
 
 
@@ -48,19 +47,15 @@ class Predictor:
         self.image_shape = (c, s, s)  # (C, H, W) the model takes
 
     @torch.inference_mode()
-    def predict(self, images, batch_size: int = 256, tta: int = 0) -> Predictions:
+    def predict(self, images, batch_size: int = 256) -> Predictions:
         """Class indices and probabilities of images: a uint8 array or tensor (N, H, W) or
-        (N, H, W, C); a PIL image or a list of them; a float tensor (N, C, H, W) in [0, 1].
-        tta > 0: probabilities averaged over the images' shifts by up to tta pixels each way
-        (drmm/evaluate.py)."""
-        if tta < 0:
-            raise DRMMError(f"tta={tta}: give the largest shift in pixels, 0 or more")
+        (N, H, W, C); a PIL image or a list of them; a float tensor (N, C, H, W) in [0, 1]."""
         x = self.to_tensor(images)  # (N, C, H, W) in [0, 1]
         self.model.eval()  # whatever the caller did to .model: running statistics, untouched
         probs = []
         for i in range(0, len(x), batch_size):
             batch = self.preprocessor(x[i:i + batch_size].to(self.device))  # (b, C, H, W)
-            probs.append(class_probabilities(self.model, batch, tta).cpu())  # (b, K)
+            probs.append(self.model(batch).float().softmax(dim=1).cpu())  # (b, K)
         p = torch.cat(probs)  # (N, K)
         return Predictions(classes=p.argmax(dim=1), probabilities=p)
 

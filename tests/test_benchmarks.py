@@ -140,3 +140,35 @@ def test_graph_labels_reports_the_pseudo_labels_of_a_run(tmp_path):
     assert json.loads((tmp_path / "g.json").read_text()) == result
     assert 0 <= result["certainty_weighted_error"] <= 1 and 0 < result["pseudo_label_error"] < 0.5
     assert sum(result["mix_up"]["pseudo_labels"]) == result["mix_up"]["images"] > 0
+
+
+def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
+    import eval_variants
+    import torch
+
+    from drmm.config import preset
+    from drmm.train import train
+
+    x = torch.rand(2, 1, 5, 6) + 1  # (B, C, H, W), no zero pixels
+    down, left = eval_variants.translate(x, 1, 0), eval_variants.translate(x, 0, -2)
+    assert torch.equal(down[..., 1:, :], x[..., :-1, :]) and (down[..., 0, :] == 0).all()
+    assert torch.equal(left[..., :, :-2], x[..., :, 2:]) and (left[..., :, -2:] == 0).all()
+    assert torch.equal(eval_variants.translate(x, 0, 0), x)
+
+    cfg = preset("digits")
+    cfg.train.epochs, cfg.train.tensorboard = 2, False
+    train(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "v.json"
+    result = eval_variants.main([str(tmp_path / "run"), "--bn-images", "300", "--tta", "1",
+                                 "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    rows = {r["variant"]: r for r in result["variants"]}
+    assert list(rows) == ["as_trained", "bn_recomputed_300", "tta_1"]
+    base = rows["as_trained"]
+    assert base["test_error"] == pytest.approx(result["recorded_test_error"])
+    assert base["fixed"] == base["broken"] == 0
+    assert rows["tta_1"]["fixed"] + rows["tta_1"]["broken"] > 0  # the shifts change some calls
+    n = result["test_images"]
+    for row in rows.values():  # each variant's error = the run's, less what it fixes, plus breaks
+        assert row["test_error"] == pytest.approx(
+            base["test_error"] + (row["broken"] - row["fixed"]) / n)

@@ -35,15 +35,6 @@ def random_crop(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last
 
 
-def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """x (B, C, H, W) moved dy pixels down and dx right, the uncovered border zero as in
-    random_crop's padding: one fixed shift for every image (test-time augmentation)."""
-    h, w = x.shape[-2:]
-    p = max(abs(dy), abs(dx))
-    padded = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p)
-    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]  # (B, C, H, W)
-
-
 def augment(batch: tuple, mode: str) -> tuple:
     """(x_lab, y_lab, x_unl) with both image halves augmented as `mode` says (x_unl may be
     None: a supervised-only batch)."""
