@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import platform
+import shlex
 import time
 from pathlib import Path
 
@@ -105,9 +106,10 @@ def main(args) -> dict:
                                     args.held_out, args.seed)
     build_s = time.perf_counter() - t0
     common = ["--epochs", str(args.epochs), "--seed", str(args.seed)]
+    runs = {"drmm": (args.name, shlex.split(args.drmm_flags)),
+            "supervised-only": ("supervised-only", ["--supervised-only"])}
     results = [run(name, folder, held_out, work, common + extra)
-               for name, extra in (("drmm", []), ("supervised-only", ["--supervised-only"]))
-               if name in args.runs]
+               for kind, (name, extra) in runs.items() if kind in args.runs]
     report = {"folder": str(folder), "held_out": str(held_out), "build_s": build_s,
               "per_class": args.per_class, "unlabeled": args.unlabeled,
               "held_out_images": args.held_out, "epochs": args.epochs, "seed": args.seed,
@@ -135,7 +137,11 @@ def parse_args(argv=None):
     p.add_argument("--held-out", type=int, default=2000, help="held-out test images")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (folder preset: 20)")
     p.add_argument("--seed", type=int, default=0, help="folder draw and training seed")
-    p.add_argument("--runs", default="drmm,supervised-only", help="which runs, comma-separated")
+    p.add_argument("--runs", default="drmm,supervised-only",
+                   help="which runs, comma-separated: drmm, supervised-only")
+    p.add_argument("--drmm-flags", default="",
+                   help='flags the DRMM run adds, e.g. "--augment translate --labeled-batch 20"')
+    p.add_argument("--name", default="drmm", help="the DRMM run's folder name under --work")
     p.add_argument("--out", help="JSON file to write")
     args = p.parse_args(argv)
     args.runs = args.runs.split(",")
