@@ -5,7 +5,7 @@ averages the gradients, so the only difference from one process is BatchNorm: ea
 normalises its shard with its own batch statistics. The single-process reference below does
 the same (the bottom-up pass of each shard separately, the losses averaged over shards), so the
 parameters must agree to float32 round-off. With the graph prior, rank 0 alone spreads the
-labels and broadcasts them; the reference spreads them itself.
+labels and broadcasts them; the reference spreads them itself (when the prior is on).
 """
 
 import os
@@ -49,8 +49,9 @@ def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
     opt, sched = make_optimizer(model, cfg, n // half)
     lab_order, unl_order = epoch_order(torch.from_numpy(labeled), n,
                                        torch.Generator().manual_seed(cfg.train.seed))
-    pseudo, certainty = propagate_labels(data.x_train, labeled, data.y_train[labeled].numpy(),
-                                         cfg.model.num_classes)  # (N,), (N,)
+    if graph_prior:  # as rank 0 does: spread the labels only when the prior is on
+        pseudo, certainty = propagate_labels(data.x_train, labeled, data.y_train[labeled].numpy(),
+                                             cfg.model.num_classes)  # (N,), (N,)
     shard = half // WORLD
     for step in range(n // half):
         opt.zero_grad()
