@@ -11,7 +11,8 @@
 # over two epochs, and 16 epochs (about 52 minutes on the 2-core CPU, within the hour); and
 # N_L = 50 on seeds 1 and 2, which session 13 had no time for. Session 14 ran the two-epoch
 # prior on the CPU, seeds 0 / 1: 0.68 / 0.82 % (results/recipe.md, section 10); seed 2 is left.
-# Runs named on the command line ("name|flags the preset gets", one argument each) replace the list. Eight runs
+# Runs named on the command line ("name|flags the preset gets", one argument each) replace the
+# list. Eight runs
 # at once on one GPU (a ConvSmall step at batch 100 leaves the GPU mostly idle, so concurrent
 # processes fill it: 3.4x the images/s of one run on an H200). Test error is a property of the
 # recipe, not of the device: the CPU-hour half of the question is timed on the CPU
