@@ -74,7 +74,7 @@ class TrainConfig:
     unlabeled: int | None = None  # N_U: a seeded random subset of the training images; None: all
     channels: int | None = None  # folder:DIR: 1 gray, 3 RGB; None: RGB if any file is in colour
     image_size: int | None = None  # folder:DIR: resize every image to this square size, pixels
-    augment: str = PAPER_SCHEDULE["augment"]  # none | crop_flip: crop + mirror | translate: +-2 px
+    augment: str = PAPER_SCHEDULE["augment"]  # none | crop_flip | translate | affine: augment.py
     epochs: int = PAPER_SCHEDULE["epochs"]  # an epoch = one pass over the unlabeled set
     batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step, labeled and unlabeled
     labeled_batch: int | None = PAPER_SCHEDULE["labeled_batch"]  # labeled per step (None: half)

@@ -3,6 +3,7 @@ top-down pass of labeled images from their label."""
 
 import copy
 import itertools
+import math
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from reliability_util import (
 
 import drmm.train
 from drmm.checkpoint import load_checkpoint, load_trained_model
-from drmm.data.augment import augment
+from drmm.data.augment import augment, random_affine
 from drmm.losses import LossConfig, drmm_objective
 from drmm.model import DRMM, ModelConfig
 from drmm.train import prepare, recompute_bn, step_terms, train, warmup
@@ -58,6 +59,41 @@ def test_augmentation_is_a_crop_of_the_padded_image(mode, pad, mirrors):
             seen.add(found[0])
     assert {m for _, _, m in seen} == set(mirrors)
     assert len(seen) > 0.3 * len(offsets) ** 2 * len(mirrors)  # many of the crops (80 draws)
+
+
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mass (B,), centre (B, 2) in pixels (row, column) and main-axis angle (B,) in degrees of
+    a batch of one-channel images (B, 1, H, W)."""
+    img = x[:, 0]  # (B, H, W)
+    rows, cols = torch.meshgrid(torch.arange(img.shape[1]).float(),
+                                torch.arange(img.shape[2]).float(), indexing="ij")  # (H, W)
+    mass = img.sum((1, 2))  # (B,)
+    cy, cx = (img * rows).sum((1, 2)) / mass, (img * cols).sum((1, 2)) / mass  # (B,)
+    dy, dx = rows - cy.view(-1, 1, 1), cols - cx.view(-1, 1, 1)  # (B, H, W)
+    syy, sxx, sxy = ((img * d).sum((1, 2)) / mass for d in (dy * dy, dx * dx, dx * dy))
+    angle = 0.5 * torch.atan2(2 * sxy, sxx - syy) * 180 / torch.pi  # (B,) 0: along the rows
+    return mass, torch.stack([cy, cx], 1), angle
+
+
+def test_affine_turns_zooms_and_shifts_each_image_within_its_bounds():
+    """A horizontal bar comes out turned by at most 10 degrees, its centre moved by a shift of
+    at most 2 px each way, turned and zoomed with the image, its area scaled by 0.9^2 to 1.1^2;
+    each image has its own draw, and no turn, zoom or shift is the image itself."""
+    x = torch.zeros(200, 1, 28, 28)  # (B, C, H, W)
+    x[:, :, 13:15, 6:22] = 1  # a 2 x 16 bar through the centre
+    torch.testing.assert_close(random_affine(x, 0.0, 0.0, 0), x, atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    out = random_affine(x, 10.0, 0.1, 2)  # (B, C, H, W)
+    mass0, centre0, _ = moments(x)
+    mass, centre, angle = moments(out)
+    assert angle.abs().max() <= 10.5 and angle.min() < -5 and angle.max() > 5
+    shift = (centre - centre0).abs()  # (B, 2)
+    bound = 2 * 1.1 * (math.cos(math.radians(10)) + math.sin(math.radians(10)))  # 2.55 px
+    assert shift.max() <= bound + 0.05 and shift.max() > 1.5
+    ratio = mass / mass0  # (B,) bilinear resampling keeps the area times zoom^2
+    assert ratio.min() >= 0.9**2 - 0.02 and ratio.max() <= 1.1**2 + 0.02
+    assert ratio.min() < 0.85 and ratio.max() > 1.15
+    assert len(torch.unique(out.flatten(1), dim=0)) == len(x)  # a draw per image
 
 
 @pytest.mark.parametrize("render_from", ["c_hat", "label"])

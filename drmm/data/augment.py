@@ -3,7 +3,9 @@
 "crop_flip" is the standard CIFAR-10 augmentation (a random crop of the image zero-padded by
 4 pixels, and a horizontal flip half the time), which the authors' follow-up Neural Rendering
 Model used on CIFAR-10; "translate" shifts each image by up to 2 pixels each way, no flip (for
-digits, where a mirror image is another symbol). The DRMM paper used neither. Both halves of
+digits, where a mirror image is another symbol); "affine" adds to those shifts a rotation and a
+rescaling, resampled bilinearly, for the slant and size of handwriting that a few labeled
+digits do not cover (issue 13). The DRMM paper used none of them. Both halves of
 the batch are augmented: the reconstruction target of an unlabeled image is the image the model
 was shown. The draws come from torch's global generator on the batch's device, which the
 checkpoint saves, so a resumed run stays exact.
@@ -14,9 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "crop_flip", "translate")
+AUGMENTS = ("none", "crop_flip", "translate", "affine")
 PAD = 4  # pixels of zero padding around the image for crop_flip's random crop
-SHIFT = 2  # translate: the largest shift, pixels each way
+SHIFT = 2  # translate, affine: the largest shift, pixels each way
+ROTATE = 10.0  # affine: the largest rotation, degrees either way
+SCALE = 0.1  # affine: the largest change of size, a fraction either way (0.9x to 1.1x)
 
 
 def random_crop(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
@@ -35,12 +39,39 @@ def random_crop(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last
 
 
+def random_affine(x: torch.Tensor, rotate: float, scale: float, shift: int) -> torch.Tensor:
+    """x (B, C, H, W) -> (B, C, H, W): per image, a rotation about the centre by up to `rotate`
+    degrees, a zoom by a factor in [1 - scale, 1 + scale] and a shift of up to `shift` pixels
+    each way, all uniform; bilinear, zero outside the image. The shift is drawn in the input's
+    frame, so in the output it is turned and zoomed too (at most 2.55 px each way for 10
+    degrees, 1.1x and 2 px)."""
+    b, _, h, w = x.shape
+    u = torch.rand(b, 4, device=x.device) * 2 - 1  # (B, 4) uniform in [-1, 1)
+    angle = u[:, 0] * rotate * torch.pi / 180  # (B,) radians
+    zoom = 1 + u[:, 1] * scale  # (B,) > 1 draws the digit larger
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom  # (B,) output -> input coordinates
+    # affine_grid's coordinates run from -1 to 1 across the image: a pixel is 2/W (or 2/H) wide
+    tx, ty = u[:, 2] * shift * 2 / w, u[:, 3] * shift * 2 / h  # (B,) the shifts, grid units
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1),
+                         torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)  # (B, C, H, W)
+
+
+def augment_images(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """x (B, C, H, W) augmented as `mode` says, each image with its own draw."""
+    if mode == "affine":
+        return random_affine(x, ROTATE, SCALE, SHIFT)
+    pad, flip = (PAD, True) if mode == "crop_flip" else (SHIFT, False)
+    return random_crop(x, pad, flip)
+
+
 def augment(batch: tuple, mode: str) -> tuple:
     """(x_lab, y_lab, x_unl) with both image halves augmented as `mode` says (x_unl may be
     None: a supervised-only batch)."""
     if mode == "none":
         return batch
     x_lab, y_lab, x_unl = batch
-    pad, flip = (PAD, True) if mode == "crop_flip" else (SHIFT, False)
-    return (random_crop(x_lab, pad, flip), y_lab,
-            None if x_unl is None else random_crop(x_unl, pad, flip))
+    return (augment_images(x_lab, mode), y_lab,
+            None if x_unl is None else augment_images(x_unl, mode))
