@@ -2,8 +2,10 @@
 
 Label spreading over the training images' nearest-neighbour graph (drmm/graph_prior.py), from
 the labeled images of a finished run; then, on the training images, the pseudo-labels' error
-(plain and weighted by certainty) and their classes on the run's largest training mix-up (the
-images of class T it calls P). results/recipe.md, section 8:
+(plain and weighted by certainty), their classes on the run's largest training mix-up (the
+images of class T it calls P), and, where the run and the graph disagree, which of them is
+right, by the graph's certainty: would keeping the graph's pull on for the whole run help?
+results/recipe.md, sections 8 and 11:
 
     python benchmarks/graph_labels.py runs/mnist_preset_s1 --data-dir ../shared/data \\
         --out results/recipe/graph_labels_s1.json
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+CERTAINTIES = (0.0, 0.5, 0.7, 0.8, 0.9)  # lower bounds of the disagreement table's rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,20 +50,34 @@ def main(argv=None) -> dict:
     wrong = pseudo != y  # (N,)
     guess = predicted_classes(model, data.x_train)  # (N,) the run's classes
     true, pred, n = worst_confusion(count_confusion(data.y_train, guess, k))
-    cell = (y == true) & (guess.numpy() == pred)  # (N,) the run's largest training mix-up
+    guess = guess.numpy()
+    cell = (y == true) & (guess == pred)  # (N,) the run's largest training mix-up
+    disagree = [{"certainty_at_least": c, "images": int((certainty >= c).sum()),
+                 "disagree": int(((certainty >= c) & (pseudo != guess)).sum()),
+                 "graph_right": int(((certainty >= c) & (pseudo != guess) & ~wrong).sum()),
+                 "run_right": int(((certainty >= c) & (pseudo != guess) & (guess == y)).sum())}
+                for c in CERTAINTIES]
     result = {
         "run": str(args.run), "labels": len(labeled), "images": len(y),
         "seconds": round(seconds, 1),
         "pseudo_label_error": float(wrong.mean()),
         "certainty_weighted_error": float((certainty * wrong).sum() / certainty.sum()),
         "mix_up": {"true": int(true), "predicted": int(pred), "images": int(n),
-                   "pseudo_labels": np.bincount(pseudo[cell], minlength=k).tolist()},
+                   "pseudo_labels": np.bincount(pseudo[cell], minlength=k).tolist(),
+                   "mean_certainty": float(certainty[cell].mean()) if n else None},
+        "run_error": float((guess != y).mean()),
+        "disagreements": disagree,
     }
     print(f"pseudo-labels of {len(y)} training images: {100 * result['pseudo_label_error']:.1f} %"
           f" wrong ({100 * result['certainty_weighted_error']:.1f} % weighted by certainty),"
           f" {seconds:.0f} s")
     print(f"the run calls {n} training {true}s {pred}; the graph calls them"
           f" {result['mix_up']['pseudo_labels']} (counts by class)")
+    print(f"the run calls {100 * result['run_error']:.2f} % of the training images wrong; where"
+          " it and the graph disagree:")
+    for row in disagree:
+        print(f"  certainty >= {row['certainty_at_least']}: {row['disagree']} of {row['images']}"
+              f" images, the graph right on {row['graph_right']}, the run on {row['run_right']}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result

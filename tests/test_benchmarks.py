@@ -140,6 +140,13 @@ def test_graph_labels_reports_the_pseudo_labels_of_a_run(tmp_path):
     assert json.loads((tmp_path / "g.json").read_text()) == result
     assert 0 <= result["certainty_weighted_error"] <= 1 and 0 < result["pseudo_label_error"] < 0.5
     assert sum(result["mix_up"]["pseudo_labels"]) == result["mix_up"]["images"] > 0
+    rows = result["disagreements"]
+    assert [r["certainty_at_least"] for r in rows] == list(graph_labels.CERTAINTIES)
+    assert rows[0]["images"] == result["images"] and rows[0]["disagree"] > 0
+    for r, looser in zip(rows[1:], rows, strict=False):  # a higher bound keeps fewer images
+        assert r["disagree"] <= looser["disagree"] and r["images"] <= looser["images"]
+    for r in rows:  # at most one of the two is right where they differ
+        assert r["graph_right"] + r["run_right"] <= r["disagree"] <= r["images"]
 
 
 def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
