@@ -6,10 +6,10 @@
 # did. Session 11 added the graph prior to the preset (train.graph_prior = 1, drmm/graph_prior.py)
 # and it kept seed 1's 7s on the CPU (0.71 %; results/recipe.md, section 8); session 12 ran
 # seeds 0-2 (0.69 / 0.71 / 0.65 %) and seed 0 at N_L = 50 and 1000 on the CPU; session 13 ran
-# seeds 3-8 here (0.63-0.79 %; results/gpu.md, section 7). This list asks what might close the
-# last 0.08 points between seeds 0-2's mean (0.68 %) and the issue's 0.60 %: the graph prior
-# over two epochs, and 16 epochs (about 52 minutes on the 2-core CPU, within the hour); and
-# N_L = 50 on seeds 1 and 2, which session 13 had no time for. Session 14 ran the two-epoch
+# seeds 3-8 here (0.63-0.79 %; results/gpu.md, section 7). Session 13's next list asked what
+# might close the last 0.08 points between seeds 0-2's mean (0.68 %) and the issue's 0.60 %:
+# the graph prior over two epochs, and 16 epochs; and N_L = 50 on seeds 1 and 2, which session
+# 13 had no time for (results/gpu.md holds none of it yet). Session 14 ran the two-epoch
 # prior on the CPU, seeds 0 / 1: 0.68 / 0.82 % (results/recipe.md, section 10); sessions 15-16
 # ran 18 epochs (seeds 0 / 1: 0.67 / 0.99 %), --augment affine and the NRM code's loss weights
 # (seed 0: 0.81 % and 0.94 %; section 11). The list now completes each of these to seeds 0-2,

@@ -52,11 +52,12 @@ def main(argv=None) -> dict:
     true, pred, n = worst_confusion(count_confusion(data.y_train, guess, k))
     guess = guess.numpy()
     cell = (y == true) & (guess == pred)  # (N,) the run's largest training mix-up
-    disagree = [{"certainty_at_least": c, "images": int((certainty >= c).sum()),
-                 "disagree": int(((certainty >= c) & (pseudo != guess)).sum()),
-                 "graph_right": int(((certainty >= c) & (pseudo != guess) & ~wrong).sum()),
-                 "run_right": int(((certainty >= c) & (pseudo != guess) & (guess == y)).sum())}
-                for c in CERTAINTIES]
+    differ = pseudo != guess  # (N,) the graph and the run disagree
+    disagree = [{"certainty_at_least": c, "images": int(kept.sum()),
+                 "disagree": int((kept & differ).sum()),
+                 "graph_right": int((kept & differ & ~wrong).sum()),
+                 "run_right": int((kept & differ & (guess == y)).sum())}
+                for c, kept in ((c, certainty >= c) for c in CERTAINTIES)]
     result = {
         "run": str(args.run), "labels": len(labeled), "images": len(y),
         "seconds": round(seconds, 1),
