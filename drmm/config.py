@@ -364,6 +364,8 @@ def validate(cfg: Config) -> None:
         raise DRMMError(f"loss weights {negative} are negative; use 0 to switch a term off")
     if not 0 <= lo.kl_threshold < 1:
         raise DRMMError(f"kl_threshold {lo.kl_threshold} must be in [0, 1) (0: every image)")
+    if not 0 <= lo.con_threshold < 1:
+        raise DRMMError(f"con_threshold {lo.con_threshold} must be in [0, 1) (0: every image)")
     try:
         torch.device(t.device)
     except RuntimeError as e:

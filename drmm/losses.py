@@ -1,6 +1,7 @@
 """The DRMM semi-supervised objective (paper section 4.1, Eq. 5-8), separate from the network.
 
-    L = a_H * L_H + a_RC * L_RC + a_KL * L_KL + a_NN * L_NN  (+ a_BAL * L_BAL, s * L_G: options)
+    L = a_H * L_H + a_RC * L_RC + a_KL * L_KL + a_NN * L_NN
+        (+ a_BAL * L_BAL, s * L_G, a_CON * L_CON: options)
 
 - L_H  (Eq. 5): cross-entropy of q(c|I) against the labels, mean over the labeled images.
 - L_RC (Eq. 6): reconstruction error ||I - I_hat||^2. Like the authors' code we take the mean over
@@ -24,6 +25,13 @@
   from label spreading over a nearest-neighbour graph of the images, each weighted by its
   certainty (Iscen et al., 2019; drmm/graph_prior.py). Its weight s falls from 1 to 0 over the
   first `train.graph_prior` epochs: it decides which class such a cluster joins, then leaves.
+
+- L_CON (not in the paper; off by default): consistency under a strong augmentation, as FixMatch
+  (Sohn et al., 2020): each unlabeled image's class c-hat under the training augmentation (the
+  bottom-up pass the E-step already made) is the target of a cross-entropy on a second,
+  strongly augmented view of it (turned, zoomed, a square cut out: drmm/data/augment.py), for
+  the images whose top q(c|I) is at least `con_threshold`. It asks that a digit missing a stroke
+  or slanted otherwise keep its class, a label-free signal for variants no labeled image shows.
 
 Which images enter L_RC, L_KL, L_NN is `unsup_on`: "unlabeled" (the authors' default) or "all";
 with "all", `render_from` = "label" renders the labeled images from their label, not c-hat (as the
@@ -52,6 +60,8 @@ class LossConfig:
     kl_threshold: float = 0.0  # L_KL only on images whose top q(c|I) is at least this (0: all)
     unsup_on: str = "unlabeled"  # images for RC/KL/NN: "unlabeled" half or "all" of the batch
     render_from: str = "c_hat"  # unsup_on "all": render labeled images from c_hat (paper) | label
+    alpha_con: float = 0.0  # weight of the strong-view consistency L_CON (not in the paper; 0: off)
+    con_threshold: float = 0.95  # L_CON only on images whose top q(c|I) is at least this
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -91,6 +101,16 @@ def graph_prior(logits: torch.Tensor, pseudo: torch.Tensor, certainty: torch.Ten
     return (certainty * F.cross_entropy(logits, pseudo, reduction="none")).mean()  # ()
 
 
+def consistency(logits_strong: torch.Tensor, logits_weak: torch.Tensor, threshold: float
+                ) -> torch.Tensor:
+    """L_CON: mean over images of -log q(c-hat | strong view), c-hat the weak view's class, for
+    the images whose weak-view top q(c|I) is at least threshold (the others add 0)."""
+    q_weak = logits_weak.detach().softmax(dim=1)  # (B, K) the target side takes no gradient
+    confident, c_hat = q_weak.max(dim=1)  # (B,), (B,)
+    ce = F.cross_entropy(logits_strong, c_hat, reduction="none")  # (B,)
+    return (ce * (confident >= threshold)).mean()  # ()
+
+
 def non_negativity(templates: list[torch.Tensor]) -> torch.Tensor:
     """L_NN, Eq. 8 with means: sum over layers of mean(relu(-z)^2)."""
     return sum(F.relu(-z).pow(2).mean() for z in templates)  # ()
@@ -107,8 +127,11 @@ def drmm_objective(
     kl_scale: float = 1.0,  # multiplies a_KL (a warm-up ramps it from 0 to 1)
     graph: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B_u,) pseudo-labels, certainties
     graph_scale: float = 0.0,  # weight of L_G (0: the term is left out)
+    logits_strong: torch.Tensor | None = None,  # (B_U, K) strong views of the unlabeled images
+    logits_weak: torch.Tensor | None = None,  # (B_U, K) the same images' E-step scores, for L_CON
 ) -> dict[str, torch.Tensor]:
-    """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn", "bal", "graph"}.
+    """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn", "bal",
+    "graph", "con"}.
 
     With only logits_lab and labels this is the supervised (DCN) objective, loss = a_H * ce.
     A term whose weight is 0 is neither computed nor returned (rendered and templates may then
@@ -132,4 +155,7 @@ def drmm_objective(
         if graph is not None and graph_scale:
             terms["graph"] = graph_prior(logits_unsup, *graph)
             loss = loss + graph_scale * terms["graph"]
+        if cfg.alpha_con:
+            terms["con"] = consistency(logits_strong, logits_weak, cfg.con_threshold)
+            loss = loss + cfg.alpha_con * terms["con"]
     return {"loss": loss, **terms}

@@ -36,7 +36,7 @@ from drmm import distributed
 from drmm.checkpoint import CHECKPOINT, save_checkpoint, state_dict_problem
 from drmm.config import Config, validate
 from drmm.data import Dataset, check_dataset, choose_labeled, load_dataset, read_indices
-from drmm.data.augment import augment
+from drmm.data.augment import augment, strong_view
 from drmm.errors import DRMMError, require_device, warn_slow_precision
 from drmm.evaluate import confusion, error_rate, save_reconstructions, worst_confusion
 from drmm.files import atomic_write, check_out_dir, remove_stale_temporaries
@@ -60,13 +60,14 @@ RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labele
 
 
 def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 1.0,
-               graph=None, graph_scale: float = 0.0) -> dict[str, torch.Tensor]:
+               graph=None, graph_scale: float = 0.0, x_strong=None) -> dict[str, torch.Tensor]:
     """E-step and objective for one batch; returns the named loss terms (graph attached).
 
     x_lab: (B/2, C, H, W) labeled images, y_lab: (B/2,), x_unl: (B/2, C, H, W) unlabeled
     (None for a supervised-only run); kl_scale multiplies alpha_kl (its warm-up); graph:
     (pseudo-labels (B/2,), certainties (B/2,)) of the unlabeled images for the graph prior,
-    weighted by graph_scale (drmm/graph_prior.py).
+    weighted by graph_scale (drmm/graph_prior.py); x_strong: (B/2, C, H, W) strong views of the
+    unlabeled images for the consistency term L_CON (loss.alpha_con; drmm/losses.py).
     """
     t, lc = cfg.train, cfg.loss
     if t.supervised_only:  # the DCN baseline: bottom-up on the labeled half, cross-entropy only
@@ -76,6 +77,9 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
     else:
         bu = model.bottom_up(torch.cat([x_lab, x_unl]))
         bu_lab, bu_unl = split_bottom_up(bu, len(x_lab))
+    con = {}  # L_CON's two views' scores; the strong views get their own BatchNorm statistics
+    if lc.alpha_con:
+        con = {"logits_strong": model(x_strong), "logits_weak": bu_unl.logits}  # (B/2, K) each
     if graph is not None and lc.unsup_on == "all":  # the labeled images: their own labels
         graph = (torch.cat([y_lab, graph[0]]),  # (B,)
                  torch.cat([torch.ones_like(graph[1][:len(y_lab)]), graph[1]]))  # (B,)
@@ -83,11 +87,11 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
         logits_unsup = bu_unl.logits if lc.unsup_on == "unlabeled" else torch.cat(
             [bu_lab.logits, bu_unl.logits])  # (B/2 or B, K)
         return drmm_objective(lc, bu_lab.logits, y_lab, logits_unsup, kl_scale=kl_scale,
-                              graph=graph, graph_scale=graph_scale)
+                              graph=graph, graph_scale=graph_scale, **con)
     td_unl = model.top_down(bu_unl)  # rendered from the predicted class c-hat
     if lc.unsup_on == "unlabeled":
         return drmm_objective(lc, bu_lab.logits, y_lab, bu_unl.logits, x_unl, td_unl.image,
-                              td_unl.templates, kl_scale, graph, graph_scale)
+                              td_unl.templates, kl_scale, graph, graph_scale, **con)
     td_lab = model.top_down(bu_lab, y_lab if lc.render_from == "label" else None)
     return drmm_objective(
         lc, bu_lab.logits, y_lab,
@@ -95,7 +99,7 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
         torch.cat([x_lab, x_unl]),  # (B, C, H, W)
         torch.cat([td_lab.image, td_unl.image]),  # (B, C, H, W)
         [torch.cat(pair) for pair in zip(td_lab.templates, td_unl.templates, strict=True)],
-        kl_scale, graph, graph_scale,
+        kl_scale, graph, graph_scale, **con,
     )
 
 
@@ -109,9 +113,10 @@ class Objective(nn.Module):
         self.kl_scale = 1.0  # the training loop sets it at each step (train.kl_warmup)
         self.graph_scale = 0.0  # and this one too (train.graph_prior)
 
-    def forward(self, x_lab, y_lab, x_unl, graph=None) -> dict[str, torch.Tensor]:
+    def forward(self, x_lab, y_lab, x_unl, graph=None, x_strong=None
+                ) -> dict[str, torch.Tensor]:
         return step_terms(self.model, self.cfg, x_lab, y_lab, x_unl, self.kl_scale, graph,
-                          self.graph_scale)
+                          self.graph_scale, x_strong)
 
 
 class NonFiniteStep(Exception):
@@ -126,7 +131,7 @@ class NonFiniteStep(Exception):
 def train_step(stepper: nn.Module, model: DRMM, opt, sched, batch: tuple,
                autocast=None, check: bool = True, keep_bn_on_skip: bool = False,
                ema: AveragedModel | None = None) -> dict[str, torch.Tensor]:
-    """One round of hard EM on batch = (x_lab, y_lab, x_unl[, graph]): the E-step and objective
+    """One round of hard EM on batch = (x_lab, y_lab, x_unl[, graph, x_strong]): the E-step and objective
     (stepper, an Objective or its DDP wrapper), then the M-step (one optimiser update), one
     LR-schedule step and, if given, one update of the weight average `ema`. Returns the loss
     terms, detached.
@@ -380,8 +385,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                 # the graph prior's weight: from 1 down to 0 over its first train.graph_prior epochs
                 objective.graph_scale = 1 - warmup(epoch * steps_per_epoch + step,
                                                    t.graph_prior * steps_per_epoch)
-                if graph is not None and objective.graph_scale > 0:
-                    batch = (*batch, (graph[0][iu], graph[1][iu]))  # (B_U,), (B_U,)
+                use_graph = graph is not None and objective.graph_scale > 0
+                use_con = cfg.loss.alpha_con and not t.supervised_only
+                batch = (*batch, (graph[0][iu], graph[1][iu]) if use_graph else None,  # (B_U,) x2
+                         strong_view(x_train[iu]) if use_con else None)  # (B_U, C, H, W)
                 # On CUDA the NaN check is a host sync: every log_every steps unless bad batches
                 # must be skipped (a NaN then stops the run at the next check; the last
                 # checkpoint is still good).

@@ -4,10 +4,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from drmm.losses import (
     LossConfig,
     class_balance,
+    consistency,
     cross_entropy,
     drmm_objective,
     kl_term,
@@ -122,3 +124,18 @@ def test_objective_weights_and_named_terms():
     assert "bal" not in plain
     expected = plain["loss"] + 0.5 * balanced["bal"]
     assert balanced["loss"].item() == pytest.approx(expected.item())
+
+
+def test_consistency_targets_the_weak_views_class_where_it_is_sure():
+    """L_CON: cross-entropy of the strong view against the weak view's class, the unsure left
+    out, and no gradient into the weak view (it is the target)."""
+    weak = torch.tensor([[4.0, 0.0], [0.1, 0.0]], requires_grad=True)  # top q 0.982 and 0.525
+    strong = torch.tensor([[0.0, 1.0], [0.0, 1.0]], requires_grad=True)
+    by_hand = F.cross_entropy(strong[:1], torch.tensor([0])).item() / 2  # the sure one, mean of 2
+    assert consistency(strong, weak, 0.95).item() == pytest.approx(by_hand)
+    consistency(strong, weak, 0.95).backward()
+    assert weak.grad is None and strong.grad[1].abs().sum() == 0 and strong.grad[0, 0] < 0
+    terms = drmm_objective(LossConfig(alpha_rc=0, alpha_nn=0, alpha_kl=0, alpha_con=2.0),
+                           weak, torch.tensor([0, 1]), weak, logits_strong=strong,
+                           logits_weak=weak)
+    assert terms["loss"].item() == pytest.approx(terms["ce"].item() + 2 * terms["con"].item())

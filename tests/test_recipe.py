@@ -18,7 +18,7 @@ from reliability_util import (
 
 import drmm.train
 from drmm.checkpoint import load_checkpoint, load_trained_model
-from drmm.data.augment import augment, random_affine
+from drmm.data.augment import augment, cutout, random_affine, strong_view
 from drmm.losses import LossConfig, drmm_objective
 from drmm.model import DRMM, ModelConfig
 from drmm.train import prepare, recompute_bn, step_terms, train, warmup
@@ -94,6 +94,51 @@ def test_affine_turns_zooms_and_shifts_each_image_within_its_bounds():
     assert ratio.min() >= 0.9**2 - 0.02 and ratio.max() <= 1.1**2 + 0.02
     assert ratio.min() < 0.85 and ratio.max() > 1.15
     assert len(torch.unique(out.flatten(1), dim=0)) == len(x)  # a draw per image
+
+
+def test_cutout_zeroes_one_square_per_image():
+    x = torch.ones(64, 1, 20, 20)  # (B, C, H, W)
+    out = cutout(x, 0.4)  # a square of side at most 8 px, centred anywhere
+    zeros = (out == 0).flatten(1).sum(1)  # (B,) pixels cut per image
+    assert zeros.max() == 7 * 7 and zeros.min() >= 1  # (the side is 2 * 4 - 1, centre pixel in)
+    assert ((out == 0) | (out == 1)).all()  # the rest untouched
+    rows, cols = (out[:, 0] == 0).any(2), (out[:, 0] == 0).any(1)  # (B, H), (B, W)
+    assert (rows.sum(1) <= 7).all() and (cols.sum(1) <= 7).all()  # one square, not scattered
+    assert strong_view(x).shape == x.shape
+
+
+def test_consistency_term_trains_on_the_strong_view(monkeypatch):
+    """With alpha_con the step adds L_CON on a second bottom-up pass (the strong views); every
+    parameter the step reaches still gets a finite gradient."""
+    cfg = tiny_config()
+    cfg.loss.alpha_con, cfg.loss.con_threshold = 1.0, 0.0  # every image: the term is non-zero
+    model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
+    data = tiny_dataset()
+    x_unl = data.x_train[5:10]
+    terms = step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl,
+                       x_strong=strong_view(x_unl))
+    assert terms["con"].item() > 0 and torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    cfg.loss.alpha_con = 0.0
+    assert "con" not in step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl)
+
+
+def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch):
+    """The strong views are drawn from the saved random state: a crashed run with alpha_con
+    resumes to the same end bit for bit, and its log carries the term."""
+    cfg = tiny_config(checkpoint_every=3, augment="translate")
+    cfg.loss.alpha_con = 1.0
+    ref = tmp_path / "ref"
+    train(cfg, ref, data=tiny_dataset(), progress=False)
+    assert "train_con" in (ref / "metrics.jsonl").read_text()
+    out = tmp_path / "run"
+    inject(monkeypatch, crash, {13})
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, out, data=tiny_dataset(), progress=False)
+    monkeypatch.setattr(drmm.train, "step_terms", REAL_STEP_TERMS)
+    train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
+    assert_same_run(ref, out)
 
 
 @pytest.mark.parametrize("render_from", ["c_hat", "label"])

@@ -8,7 +8,8 @@ rescaling, resampled bilinearly, for the slant and size of handwriting that a fe
 digits do not cover (issue 13; on MNIST-100 it ended worse than translate alone, results/recipe.md
 section 11). The DRMM paper used none of them. Both halves of
 the batch are augmented: the reconstruction target of an unlabeled image is the image the model
-was shown. The draws come from torch's global generator on the batch's device, which the
+was shown. `strong_view` is the second view of the optional consistency term (drmm/losses.py,
+L_CON): "affine" and a square cut out. The draws come from torch's global generator on the batch's device, which the
 checkpoint saves, so a resumed run stays exact.
 """
 
@@ -22,6 +23,7 @@ PAD = 4  # pixels of zero padding around the image for crop_flip's random crop
 SHIFT = 2  # translate, affine: the largest shift, pixels each way
 ROTATE = 10.0  # affine: the largest rotation, degrees either way
 SCALE = 0.1  # affine: the largest change of size, a fraction either way (0.9x to 1.1x)
+CUTOUT = 0.4  # strong_view: side of the square set to 0, a fraction of the image's side
 
 
 def random_crop(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
@@ -58,6 +60,26 @@ def random_affine(x: torch.Tensor, rotate: float, scale: float, shift: int) -> t
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False)  # (B, C, H, W)
+
+
+def cutout(x: torch.Tensor, size: float) -> torch.Tensor:
+    """x (B, C, H, W) -> (B, C, H, W): per image, a square of side size * H (and * W) set to 0
+    (the background of [0, 1] digits, the mean of standardized images), its centre uniform over
+    the image, so it may hang over the edge (DeVries and Taylor, 2017)."""
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b, 1, 1), device=x.device)  # (B, 1, 1) the square's centre
+    cx = torch.randint(0, w, (b, 1, 1), device=x.device)
+    ry, rx = round(size * h / 2), round(size * w / 2)  # half sides, pixels
+    rows = torch.arange(h, device=x.device).view(1, h, 1)  # (1, H, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)  # (1, 1, W)
+    inside = ((rows - cy).abs() < ry) & ((cols - cx).abs() < rx)  # (B, H, W)
+    return x.masked_fill(inside.unsqueeze(1), 0.0)  # (B, C, H, W)
+
+
+def strong_view(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) -> (B, C, H, W): the consistency term's view, turned, zoomed, shifted and
+    with a square cut out (the FixMatch recipe's cutout on top of "affine")."""
+    return cutout(random_affine(x, ROTATE, SCALE, SHIFT), CUTOUT)
 
 
 def augment_images(x: torch.Tensor, mode: str) -> torch.Tensor:
