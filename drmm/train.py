@@ -131,10 +131,10 @@ class NonFiniteStep(Exception):
 def train_step(stepper: nn.Module, model: DRMM, opt, sched, batch: tuple,
                autocast=None, check: bool = True, keep_bn_on_skip: bool = False,
                ema: AveragedModel | None = None) -> dict[str, torch.Tensor]:
-    """One round of hard EM on batch = (x_lab, y_lab, x_unl[, graph, x_strong]): the E-step and objective
-    (stepper, an Objective or its DDP wrapper), then the M-step (one optimiser update), one
-    LR-schedule step and, if given, one update of the weight average `ema`. Returns the loss
-    terms, detached.
+    """One round of hard EM on batch = (x_lab, y_lab, x_unl[, graph, x_strong]): the E-step and
+    objective (stepper, an Objective or its DDP wrapper), then the M-step (one optimiser
+    update), one LR-schedule step and, if given, one update of the weight average `ema`.
+    Returns the loss terms, detached.
 
     With `check`, a NaN or inf in the loss or in any gradient raises NonFiniteStep before
     opt.step(), so a bad batch never reaches the weights; the schedule still steps (it follows

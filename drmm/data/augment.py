@@ -9,8 +9,8 @@ digits do not cover (issue 13; on MNIST-100 it ended worse than translate alone,
 section 11). The DRMM paper used none of them. Both halves of
 the batch are augmented: the reconstruction target of an unlabeled image is the image the model
 was shown. `strong_view` is the second view of the optional consistency term (drmm/losses.py,
-L_CON): "affine" and a square cut out. The draws come from torch's global generator on the batch's device, which the
-checkpoint saves, so a resumed run stays exact.
+L_CON): "affine" and a square cut out. The draws come from torch's global generator on the
+batch's device, which the checkpoint saves, so a resumed run stays exact.
 """
 
 from __future__ import annotations
