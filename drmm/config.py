@@ -44,6 +44,7 @@ PAPER_SCHEDULE: dict = dict(
     kl_warmup=0.0,  # alpha_KL at its full weight from the first step
     graph_prior=0.0,  # no graph pseudo-labels
     ema=0.0,  # the SGD weights themselves are evaluated
+    consistency=0.0,  # no strong-view consistency term
 )
 SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
 
@@ -87,6 +88,7 @@ class TrainConfig:
     kl_warmup: float = PAPER_SCHEDULE["kl_warmup"]  # epochs of a linear ramp of alpha_kl from 0
     graph_prior: float = PAPER_SCHEDULE["graph_prior"]  # epochs of graph pseudo-labels (0: off)
     ema: float = PAPER_SCHEDULE["ema"]  # per-step decay of the evaluated weight average (0: none)
+    consistency: float = PAPER_SCHEDULE["consistency"]  # weight of L_CON, strong views (0: off)
     seed: int = 0  # seeds the split, the initialisation and the data order
     device: str = "cpu"  # cpu | cuda | cuda:N
     supervised_only: bool = False  # DCN baseline: labeled half only, no top-down pass
@@ -355,9 +357,9 @@ def validate(cfg: Config) -> None:
                         " at least 0 (0: checkpoint at epoch ends only)")
     if not (0 <= t.momentum < 1 and t.weight_decay >= 0):
         raise DRMMError("momentum must be in [0, 1) and weight_decay at least 0")
-    if not (0 <= t.ema < 1 and t.kl_warmup >= 0 and t.graph_prior >= 0):
-        raise DRMMError("ema must be in [0, 1) (0: no weight average), kl_warmup and graph_prior"
-                        " at least 0")
+    if not (0 <= t.ema < 1 and t.kl_warmup >= 0 and t.graph_prior >= 0 and t.consistency >= 0):
+        raise DRMMError("ema must be in [0, 1) (0: no weight average), kl_warmup, graph_prior and"
+                        " consistency at least 0")
     weights = [f.name for f in dataclasses.fields(lo) if f.name.startswith("alpha_")]
     negative = [k for k in weights if getattr(lo, k) < 0]
     if negative:

@@ -1,7 +1,7 @@
 """The DRMM semi-supervised objective (paper section 4.1, Eq. 5-8), separate from the network.
 
     L = a_H * L_H + a_RC * L_RC + a_KL * L_KL + a_NN * L_NN
-        (+ a_BAL * L_BAL, s * L_G, a_CON * L_CON: options)
+        (+ a_BAL * L_BAL, s * L_G, w * L_CON: options)
 
 - L_H  (Eq. 5): cross-entropy of q(c|I) against the labels, mean over the labeled images.
 - L_RC (Eq. 6): reconstruction error ||I - I_hat||^2. Like the authors' code we take the mean over
@@ -27,7 +27,8 @@
   first `train.graph_prior` epochs: it decides which class such a cluster joins, then leaves.
 
 - L_CON (not in the paper; off by default): consistency under a strong augmentation, as FixMatch
-  (Sohn et al., 2020): each unlabeled image's class c-hat under the training augmentation (the
+  (Sohn et al., 2020), at the weight w = `train.consistency` (a schedule's choice, like the graph
+  prior): each unlabeled image's class c-hat under the training augmentation (the
   bottom-up pass the E-step already made) is the target of a cross-entropy on a second,
   strongly augmented view of it (turned, zoomed, a square cut out: drmm/data/augment.py), for
   the images whose top q(c|I) is at least `con_threshold`. It asks that a digit missing a stroke
@@ -60,7 +61,6 @@ class LossConfig:
     kl_threshold: float = 0.0  # L_KL only on images whose top q(c|I) is at least this (0: all)
     unsup_on: str = "unlabeled"  # images for RC/KL/NN: "unlabeled" half or "all" of the batch
     render_from: str = "c_hat"  # unsup_on "all": render labeled images from c_hat (paper) | label
-    alpha_con: float = 0.0  # weight of the strong-view consistency L_CON (not in the paper; 0: off)
     con_threshold: float = 0.95  # L_CON only on images whose top q(c|I) is at least this
 
 
@@ -129,6 +129,7 @@ def drmm_objective(
     graph_scale: float = 0.0,  # weight of L_G (0: the term is left out)
     logits_strong: torch.Tensor | None = None,  # (B_U, K) strong views of the unlabeled images
     logits_weak: torch.Tensor | None = None,  # (B_U, K) the same images' E-step scores, for L_CON
+    con_weight: float = 0.0,  # weight of L_CON (0: the term is left out)
 ) -> dict[str, torch.Tensor]:
     """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn", "bal",
     "graph", "con"}.
@@ -155,7 +156,7 @@ def drmm_objective(
         if graph is not None and graph_scale:
             terms["graph"] = graph_prior(logits_unsup, *graph)
             loss = loss + graph_scale * terms["graph"]
-        if cfg.alpha_con:
+        if con_weight:
             terms["con"] = consistency(logits_strong, logits_weak, cfg.con_threshold)
-            loss = loss + cfg.alpha_con * terms["con"]
+            loss = loss + con_weight * terms["con"]
     return {"loss": loss, **terms}

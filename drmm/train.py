@@ -67,7 +67,7 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
     (None for a supervised-only run); kl_scale multiplies alpha_kl (its warm-up); graph:
     (pseudo-labels (B/2,), certainties (B/2,)) of the unlabeled images for the graph prior,
     weighted by graph_scale (drmm/graph_prior.py); x_strong: (B/2, C, H, W) strong views of the
-    unlabeled images for the consistency term L_CON (loss.alpha_con; drmm/losses.py).
+    unlabeled images for the consistency term L_CON (train.consistency; drmm/losses.py).
     """
     t, lc = cfg.train, cfg.loss
     if t.supervised_only:  # the DCN baseline: bottom-up on the labeled half, cross-entropy only
@@ -78,8 +78,9 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
         bu = model.bottom_up(torch.cat([x_lab, x_unl]))
         bu_lab, bu_unl = split_bottom_up(bu, len(x_lab))
     con = {}  # L_CON's two views' scores; the strong views get their own BatchNorm statistics
-    if lc.alpha_con:
-        con = {"logits_strong": model(x_strong), "logits_weak": bu_unl.logits}  # (B/2, K) each
+    if t.consistency:
+        con = {"logits_strong": model(x_strong), "logits_weak": bu_unl.logits,  # (B/2, K) each
+               "con_weight": t.consistency}
     if graph is not None and lc.unsup_on == "all":  # the labeled images: their own labels
         graph = (torch.cat([y_lab, graph[0]]),  # (B,)
                  torch.cat([torch.ones_like(graph[1][:len(y_lab)]), graph[1]]))  # (B,)
@@ -386,7 +387,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                 objective.graph_scale = 1 - warmup(epoch * steps_per_epoch + step,
                                                    t.graph_prior * steps_per_epoch)
                 use_graph = graph is not None and objective.graph_scale > 0
-                use_con = cfg.loss.alpha_con and not t.supervised_only
+                use_con = t.consistency and not t.supervised_only
                 batch = (*batch, (graph[0][iu], graph[1][iu]) if use_graph else None,  # (B_U,) x2
                          strong_view(x_train[iu]) if use_con else None)  # (B_U, C, H, W)
                 # On CUDA the NaN check is a host sync: every log_every steps unless bad batches

@@ -135,7 +135,7 @@ def test_consistency_targets_the_weak_views_class_where_it_is_sure():
     assert consistency(strong, weak, 0.95).item() == pytest.approx(by_hand)
     consistency(strong, weak, 0.95).backward()
     assert weak.grad is None and strong.grad[1].abs().sum() == 0 and strong.grad[0, 0] < 0
-    terms = drmm_objective(LossConfig(alpha_rc=0, alpha_nn=0, alpha_kl=0, alpha_con=2.0),
-                           weak, torch.tensor([0, 1]), weak, logits_strong=strong,
-                           logits_weak=weak)
+    terms = drmm_objective(LossConfig(alpha_rc=0, alpha_nn=0, alpha_kl=0), weak,
+                           torch.tensor([0, 1]), weak, logits_strong=strong, logits_weak=weak,
+                           con_weight=2.0)
     assert terms["loss"].item() == pytest.approx(terms["ce"].item() + 2 * terms["con"].item())

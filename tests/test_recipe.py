@@ -108,10 +108,10 @@ def test_cutout_zeroes_one_square_per_image():
 
 
 def test_consistency_term_trains_on_the_strong_view(monkeypatch):
-    """With alpha_con the step adds L_CON on a second bottom-up pass (the strong views); every
-    parameter the step reaches still gets a finite gradient."""
-    cfg = tiny_config()
-    cfg.loss.alpha_con, cfg.loss.con_threshold = 1.0, 0.0  # every image: the term is non-zero
+    """With train.consistency the step adds L_CON on a second bottom-up pass (the strong
+    views); every parameter the step reaches still gets a finite gradient."""
+    cfg = tiny_config(consistency=1.0)
+    cfg.loss.con_threshold = 0.0  # every image: the term is non-zero
     model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
     data = tiny_dataset()
     x_unl = data.x_train[5:10]
@@ -120,15 +120,14 @@ def test_consistency_term_trains_on_the_strong_view(monkeypatch):
     assert terms["con"].item() > 0 and torch.isfinite(terms["loss"])
     terms["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    cfg.loss.alpha_con = 0.0
+    cfg.train.consistency = 0.0
     assert "con" not in step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl)
 
 
 def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch):
-    """The strong views are drawn from the saved random state: a crashed run with alpha_con
+    """The strong views are drawn from the saved random state: a crashed run with consistency
     resumes to the same end bit for bit, and its log carries the term."""
-    cfg = tiny_config(checkpoint_every=3, augment="translate")
-    cfg.loss.alpha_con = 1.0
+    cfg = tiny_config(checkpoint_every=3, augment="translate", consistency=1.0)
     ref = tmp_path / "ref"
     train(cfg, ref, data=tiny_dataset(), progress=False)
     assert "train_con" in (ref / "metrics.jsonl").read_text()

@@ -29,7 +29,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 APPENDIX_A = dict(optimizer="sgd", lr=0.2, lr_final=1e-4, decay="exp", momentum=0.0,
                   epochs=500, batch_size=100, labeled_batch=None,  # written out, not imported
                   unlabeled=None, augment="none", kl_warmup=0.0, ema=0.0,  # the paper: none
-                  graph_prior=0.0)
+                  graph_prior=0.0, consistency=0.0)
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
