@@ -67,7 +67,8 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
     (None for a supervised-only run); kl_scale multiplies alpha_kl (its warm-up); graph:
     (pseudo-labels (B/2,), certainties (B/2,)) of the unlabeled images for the graph prior,
     weighted by graph_scale (drmm/graph_prior.py); x_strong: (B/2, C, H, W) strong views of the
-    unlabeled images for the consistency term L_CON (train.consistency; drmm/losses.py).
+    unlabeled images for the consistency term L_CON (train.consistency; drmm/losses.py); the
+    training loop makes them from the images before their shift, None makes them from x_unl.
     """
     t, lc = cfg.train, cfg.loss
     if t.supervised_only:  # the DCN baseline: bottom-up on the labeled half, cross-entropy only
@@ -79,6 +80,7 @@ def step_terms(model: DRMM, cfg: Config, x_lab, y_lab, x_unl, kl_scale: float = 
         bu_lab, bu_unl = split_bottom_up(bu, len(x_lab))
     con = {}  # L_CON's two views' scores; the strong views get their own BatchNorm statistics
     if t.consistency:
+        x_strong = strong_view(x_unl) if x_strong is None else x_strong  # (B/2, C, H, W)
         con = {"logits_strong": model(x_strong), "logits_weak": bu_unl.logits,  # (B/2, K) each
                "con_weight": t.consistency}
     if graph is not None and lc.unsup_on == "all":  # the labeled images: their own labels

@@ -82,8 +82,8 @@ SCHEDULES: dict[str, dict[str, dict]] = {
         "table4": CONV_LARGE_FAST,
     },
     # MNIST in under an hour a run on 2 CPU cores (Adam, cosine, 14 epochs of 20 labeled + 80
-    # unlabeled images a step, +-2 px shifts: drmm/config.py). ConvLarge has no such recipe: an
-    # epoch alone takes hours there.
+    # unlabeled images a step, +-2 px shifts, graph prior, consistency term: drmm/config.py).
+    # ConvLarge has no such recipe: an epoch alone takes hours there.
     "cpu-hour": {"table1": dict(CPU_HOUR_MNIST)},
 }
 
