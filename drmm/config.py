@@ -219,7 +219,7 @@ PRESETS: dict[str, dict] = {
         "train": dict(dataset="digits", labels=50, epochs=40, lr=0.2, lr_final=1e-3,
                       augment="translate"),
     },
-    # MNIST-100 in under an hour on 2 CPU cores (3.6-3.8 min an epoch here);
+    # MNIST-100 in under an hour on 2 CPU cores (2.5 min an epoch here in session 17);
     # configs/mnist_paper.yaml is the paper's 500 epochs.
     "mnist": {
         "model": dict(arch="conv_small", in_channels=1, image_size=28, num_classes=10),

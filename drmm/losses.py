@@ -26,13 +26,14 @@
   certainty (Iscen et al., 2019; drmm/graph_prior.py). Its weight s falls from 1 to 0 over the
   first `train.graph_prior` epochs: it decides which class such a cluster joins, then leaves.
 
-- L_CON (not in the paper; off by default): consistency under a strong augmentation, as FixMatch
-  (Sohn et al., 2020), at the weight w = `train.consistency` (a schedule's choice, like the graph
-  prior): each unlabeled image's class c-hat under the training augmentation (the
-  bottom-up pass the E-step already made) is the target of a cross-entropy on a second,
-  strongly augmented view of it (turned, zoomed, a square cut out: drmm/data/augment.py), for
-  the images whose top q(c|I) is at least `con_threshold`. It asks that a digit missing a stroke
-  or slanted otherwise keep its class, a label-free signal for variants no labeled image shows.
+- L_CON (not in the paper; off by default, on in the mnist preset): consistency under a strong
+  augmentation, as FixMatch (Sohn et al., 2020), at the weight w = `train.consistency` (a
+  schedule's choice, like the graph prior): each unlabeled image's class c-hat under the
+  training augmentation (the bottom-up pass the E-step already made) is the target of a
+  cross-entropy on a second, strongly augmented view of it (turned, zoomed, a square cut out:
+  drmm/data/augment.py), for the images whose top q(c|I) is at least `con_threshold`. It asks
+  that a digit missing a stroke or slanted otherwise keep its class, a label-free signal for
+  variants no labeled image shows.
 
 Which images enter L_RC, L_KL, L_NN is `unsup_on`: "unlabeled" (the authors' default) or "all";
 with "all", `render_from` = "label" renders the labeled images from their label, not c-hat (as the
