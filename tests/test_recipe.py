@@ -120,6 +120,7 @@ def test_consistency_term_trains_on_the_strong_view(monkeypatch):
     assert terms["con"].item() > 0 and torch.isfinite(terms["loss"])
     terms["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert "con" in step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl)  # own views
     cfg.train.consistency = 0.0
     assert "con" not in step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl)
 
