@@ -383,15 +383,14 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
                 # this rank's shard of each part of the global batch (all of it in one process)
                 il = dist.shard(lab_order[step * n_lab:(step + 1) * n_lab]).to(device)  # (B_L/W,)
                 iu = dist.shard(unl_order[step * n_unl:(step + 1) * n_unl]).to(device)  # (B_U/W,)
-                batch = augment((x_train[il], y_train[il],
-                                 None if t.supervised_only else x_train[iu]), t.augment)
+                x_unl = None if t.supervised_only else x_train[iu]  # (B_U, C, H, W) unshifted
+                batch = augment((x_train[il], y_train[il], x_unl), t.augment)
                 # the graph prior's weight: from 1 down to 0 over its first train.graph_prior epochs
                 objective.graph_scale = 1 - warmup(epoch * steps_per_epoch + step,
                                                    t.graph_prior * steps_per_epoch)
                 use_graph = graph is not None and objective.graph_scale > 0
-                use_con = t.consistency and not t.supervised_only
                 batch = (*batch, (graph[0][iu], graph[1][iu]) if use_graph else None,  # (B_U,) x2
-                         strong_view(x_train[iu]) if use_con else None)  # (B_U, C, H, W)
+                         strong_view(x_unl) if t.consistency and x_unl is not None else None)
                 # On CUDA the NaN check is a host sync: every log_every steps unless bad batches
                 # must be skipped (a NaN then stops the run at the next check; the last
                 # checkpoint is still good).
