@@ -81,7 +81,7 @@ SCHEDULES: dict[str, dict[str, dict]] = {
         "table3": CONV_LARGE_FAST,
         "table4": CONV_LARGE_FAST,
     },
-    # MNIST in under an hour a run on 2 CPU cores (Adam, cosine, 14 epochs of 20 labeled + 80
+    # MNIST in under an hour a run on 2 CPU cores (Adam, cosine, 20 epochs of 20 labeled + 80
     # unlabeled images a step, +-2 px shifts, graph prior, consistency term: drmm/config.py).
     # ConvLarge has no such recipe: an epoch alone takes hours there.
     "cpu-hour": {"table1": dict(CPU_HOUR_MNIST)},
