@@ -35,6 +35,7 @@ def tiny_config(**train):
     cfg = preset("digits")
     cfg.model.arch = "conv_tiny"
     cfg.train.labels, cfg.train.batch_size, cfg.train.epochs = 10, 20, 2
+    cfg.train.consistency = 0.0  # the digits preset's L_CON: its own tests turn it on
     cfg.train.tensorboard = False
     for k, v in train.items():
         setattr(cfg.train, k, v)
