@@ -18,8 +18,9 @@
 # term at weight 2 and N_L = 50 and 1000 (seed 0, 14 epochs) ran on the CPU in session 18
 # (results/recipe.md, section 14); session 19 made the preset 20 epochs (section 15) and session
 # 20 ran it at N_L = 50 and 1000 on seed 0 on the CPU (0.60 / 0.56 %; section 16). The list now
-# runs that preset on label draws 3-8 and at N_L = 50 on seeds 1 and 2. The term costs a second bottom-up pass and the preset has 20
-# epochs instead of 14: expect runs ~2x as long as the 14-epoch times below (~470 s).
+# runs that preset on label draws 3-8 and at N_L = 50 on seeds 1 and 2. The term costs a second
+# bottom-up pass and the preset has 20 epochs instead of 14: expect runs ~2x as long as the
+# 14-epoch times below (~470 s).
 # Runs named on the command line ("name|flags the preset gets", one argument each) replace the
 # list. Eight runs
 # at once on one GPU (a ConvSmall step at batch 100 leaves the GPU mostly idle, so concurrent
