@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict] = {
                              "train.ema": 0.98},
     "graph_prior_1": {"train.graph_prior": 1},  # label-spreading pseudo-labels in epoch 1
     "no_graph_prior": {"train.graph_prior": 0},  # the preset without them
+    "no_consistency": {"train.consistency": 0},  # the digits and mnist presets without L_CON
+    "graph_prior_no_consistency": {"train.graph_prior": 1, "train.consistency": 0},
 }
 
 
