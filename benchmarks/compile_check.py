@@ -1,4 +1,5 @@
-"""torch.compile against eager for the DRMM training step (ConvSmall, batch 100), in one process.
+"""torch.compile against eager for the paper's DRMM training step (ConvSmall, batch 100), in
+one process.
 
     python benchmarks/compile_check.py
 
@@ -10,9 +11,9 @@ import time
 
 import torch
 
-from drmm.config import PAPER_SCHEDULE, preset
+from drmm.config import preset
 from drmm.model import DRMM
-from drmm.train import Objective, make_optimizer, train_step
+from drmm.step import Batch, Objective, make_optimizer, paper_step, step_weights, train_step
 
 WARMUP, STEPS, BATCH = 3, 10, 100
 
@@ -20,16 +21,16 @@ WARMUP, STEPS, BATCH = 3, 10, 100
 def images_per_s(stepper, model, cfg, x, y) -> float:
     opt, sched = make_optimizer(model, cfg, 10**6)
     half = BATCH // 2
+    batch, weights = Batch(x[:half], y[:half], x[half:]), step_weights(cfg, 0, 1)
     for i in range(WARMUP + STEPS):
         if i == WARMUP:  # compilation happens in the warm-up steps
             t0 = time.perf_counter()
-        train_step(stepper, model, opt, sched, (x[:half], y[:half], x[half:]), check=False)
+        train_step(stepper, model, opt, sched, batch, weights, check=False)
     return BATCH * STEPS / (time.perf_counter() - t0)
 
 
 def main() -> None:
-    cfg = preset("mnist")
-    cfg.train.consistency = PAPER_SCHEDULE["consistency"]  # the DRMM step as it was checked
+    cfg = paper_step(preset("mnist"))  # the DRMM step as it was checked
     torch.manual_seed(0)
     x = torch.rand(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)  # (B,1,28,28)
     y = torch.randint(0, 10, (BATCH,))  # (B,)

@@ -1,4 +1,4 @@
-"""Ways to evaluate one trained run, compared on the same weights (issue 13).
+"""Ways to evaluate one trained run, compared on the same weights.
 
     python benchmarks/eval_variants.py runs/gp1_s0 --data-dir ../shared/data \
         --out results/recipe/eval_variants_s0.json
@@ -10,7 +10,7 @@ BatchNorm running statistics: the number the run recorded). Variants:
 
 - bn_recomputed_N: BatchNorm statistics measured afresh (a cumulative average, as
   torch.optim.swa_utils.update_bn does) on the first N training images (labeled or not), in
-  place of the running averages that lag the last steps' weights (issue 13's last bullet).
+  place of the running averages that lag the last steps' weights.
 - tta_R: test-time augmentation, the softmax averaged over every translation of at most R
   pixels each way ((2R + 1)^2 of them), zero padded as training's `--augment translate` pads
   (drmm/data/augment.py).
@@ -31,12 +31,18 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import update_bn
 
 from drmm.checkpoint import load_trained_model, resolve_checkpoint
 from drmm.data import load_run_data
 from drmm.evaluate import predicted_classes
 from drmm.files import atomic_write
-from drmm.train import recompute_bn
+
+
+def recompute_bn(model, x_train: torch.Tensor, images: int = 5000, batch: int = 500) -> None:
+    """The model's BatchNorm statistics measured afresh (a cumulative average) on the first
+    `images` training images, in place (torch.optim.swa_utils.update_bn)."""
+    update_bn((x_train[i:i + batch] for i in range(0, min(images, len(x_train)), batch)), model)
 
 
 def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

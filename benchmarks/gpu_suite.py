@@ -83,11 +83,14 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def paper_schedule(cfg, device, batch: int = 100) -> None:
-    """Appendix A's optimiser: plain SGD, lr 0.2 -> 1e-4 decayed exponentially, batch 100, and
-    none of our additions (augmentation, KL warm-up, weight average) unless a part sets them."""
+def paper_schedule(cfg, device, batch: int = 100):
+    """A copy of cfg with the paper's step (drmm.step.paper_step) and Appendix A's optimiser:
+    plain SGD, lr 0.2 -> 1e-4 decayed exponentially, batch 100, and none of our additions
+    (augmentation, the graph prior, the consistency term) unless a part sets them."""
     from drmm.config import PAPER_SCHEDULE
+    from drmm.step import paper_step
 
+    cfg = paper_step(cfg)
     t = cfg.train
     for key, value in PAPER_SCHEDULE.items():  # epochs: what fits; batch and N_U: the part's
         if key not in ("epochs", "batch_size", "unlabeled"):
@@ -96,6 +99,7 @@ def paper_schedule(cfg, device, batch: int = 100) -> None:
     # log_every: the NaN check and the progress line are host syncs; on CUDA train() does
     # them only every log_every steps (and at each epoch's end).
     t.tensorboard, t.log_every = False, 200
+    return cfg
 
 
 def subset(data, train_idx, test_n: int | None = None):
@@ -109,16 +113,17 @@ def subset(data, train_idx, test_n: int | None = None):
 
 @contextlib.contextmanager
 def wrapped_step_terms(wrap):
-    """drmm.train.step_terms replaced by wrap(real step_terms) for the duration (the seam the
-    reliability tests inject faults through: train() looks it up at each step)."""
-    import drmm.train
+    """drmm.step.step_terms replaced by wrap(real step_terms) for the duration (the seam the
+    reliability tests inject faults through: Objective.forward looks it up in drmm.step at each
+    step)."""
+    import drmm.step
 
-    real = drmm.train.step_terms
-    drmm.train.step_terms = wrap(real)
+    real = drmm.step.step_terms
+    drmm.step.step_terms = wrap(real)
     try:
         yield
     finally:
-        drmm.train.step_terms = real
+        drmm.step.step_terms = real
 
 
 def max_abs_diff(a: dict, b: dict) -> float:
@@ -145,7 +150,8 @@ def part_correctness(a) -> None:
     from drmm.data import load_dataset
     from drmm.evaluate import test_error
     from drmm.model import DRMM
-    from drmm.train import Objective, make_optimizer, train, train_step
+    from drmm.step import Batch, Objective, make_optimizer, step_weights, train_step
+    from drmm.train import train
 
     out, work = Path(a.out), Path(a.work)
     device, name = setup(a)
@@ -154,11 +160,11 @@ def part_correctness(a) -> None:
     with contextlib.suppress(Exception):  # where this torch says what fp32 convolutions run in
         rec["cudnn_conv_fp32_precision"] = torch.backends.cudnn.conv.fp32_precision
     data = load_dataset("mnist", a.mnist_dir)
-    cfg = preset("mnist")
-    paper_schedule(cfg, device)
+    cfg = paper_schedule(preset("mnist"), device)
     b = 20 if a.smoke else 100  # bf16 is emulated on most CPUs: slow
     x = data.x_train[:b].to(device)  # (B, 1, 28, 28)
     y = data.y_train[:b // 2].to(device)  # (B/2,)
+    one_batch, weights = Batch(x[:b // 2], y, x[b // 2:]), step_weights(cfg, 0, 1)
 
     # 1. Training steps, fp32 and bf16 autocast, from the same initial weights; check=True:
     # train_step raises on a NaN / inf loss or gradient.
@@ -168,8 +174,8 @@ def part_correctness(a) -> None:
         model = models[precision] = DRMM(cfg.model).to(device)
         opt, sched = make_optimizer(model, cfg, 1000)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        losses = [float(train_step(Objective(model, cfg), model, opt, sched,
-                                   (x[:b // 2], y, x[b // 2:]), autocast)["loss"])
+        losses = [float(train_step(Objective(model, cfg), model, opt, sched, one_batch,
+                                   weights, autocast)["loss"])
                   for _ in range(3)]
         steps[precision] = {"losses": losses, "finite": all(map(math.isfinite, losses))}
     model = models.pop("fp32")
@@ -203,8 +209,7 @@ def part_correctness(a) -> None:
     # (atomics in the backward pass): the difference is reported, not failed on.
     batch = 20 if a.smoke else 50
     tiny = subset(data, slice(0, 8 * batch // 2), 100 if a.smoke else 1000)
-    rcfg = copy.deepcopy(cfg)
-    paper_schedule(rcfg, device, batch)
+    rcfg = paper_schedule(cfg, device, batch)
     rcfg.train.epochs, rcfg.train.checkpoint_every, rcfg.train.labels = 2, 3, 20
     ref, crashed = work / "resume_reference", work / "resume_crashed"
     for d in (ref, crashed):
@@ -285,7 +290,7 @@ def part_throughput(a) -> None:
 
     from drmm.config import preset
     from drmm.model import DRMM
-    from drmm.train import make_optimizer
+    from drmm.step import Batch, make_optimizer
 
     out = Path(a.out)
     device, name = setup(a)
@@ -309,8 +314,7 @@ def part_throughput(a) -> None:
             rec["groups"].append({"arch": arch, "batch": batch, "skipped": "out of time"})
             continue
         channels, size = SIZES[arch]
-        cfg = preset("mnist")
-        paper_schedule(cfg, device, batch)
+        cfg = paper_schedule(preset("mnist"), device, batch)
         cfg.model.arch, cfg.model.in_channels, cfg.model.image_size = arch, channels, size
         torch.manual_seed(0)
         x = torch.rand(batch, channels, size, size, device=device)  # (B, C, H, W)
@@ -323,7 +327,8 @@ def part_throughput(a) -> None:
             vcfg.train.supervised_only = step == "supervised"
             fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
             xv = x.contiguous(memory_format=fmt)
-            b = (xv, y, None) if step == "supervised" else (xv[:half], y[:half], xv[half:])
+            b = (Batch(xv, y, None) if step == "supervised"
+                 else Batch(xv[:half], y[:half], xv[half:]))
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
@@ -376,29 +381,33 @@ def plan_epochs(a, cfg, data, device, max_epochs: int) -> dict:
     that fit in the time left (at least 1, at most max_epochs; 1 with --smoke)."""
     import torch
 
-    from drmm.data.augment import augment
     from drmm.evaluate import test_error
     from drmm.model import DRMM
-    from drmm.train import Objective, make_optimizer, train_step
+    from drmm.step import Objective, make_batch, make_optimizer, step_weights, train_step
 
     t = cfg.train
     layout = torch.channels_last if t.channels_last else torch.contiguous_format
     model = DRMM(cfg.model).to(device, memory_format=layout)
     opt, sched = make_optimizer(model, cfg, 10**6)
     half = t.batch_size // 2
+    steps_per_epoch = len(data.x_train) // half
     x = data.x_train[:2 * half].to(device).contiguous(memory_format=layout)
-    y = data.y_train[:half].clamp(min=0).to(device)  # any labels: this only times a step
-    batch = (x[:half], y, x[half:])
+    y = data.y_train[:2 * half].clamp(min=0).to(device)  # any labels: this only times a step
+    order = (torch.arange(half), torch.arange(half, 2 * half))  # labeled, unlabeled indices
+    weights = step_weights(cfg, 0, steps_per_epoch)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     stepper = Objective(model, cfg)
     n_warm, n_timed = (1, 1) if a.smoke else (20, 100)
-    # the training loop's step (augmented as in training), without its NaN check (a host sync)
+    # the training loop's step (its batch made and augmented as in training), without its NaN
+    # check (a host sync)
     for _ in range(n_warm):  # cuDNN autotuning, allocator
-        train_step(stepper, model, opt, sched, augment(batch, t.augment), autocast, check=False)
+        train_step(stepper, model, opt, sched, make_batch(cfg, x, y, order, 0, weights),
+                   weights, autocast, check=False)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(n_timed):
-        train_step(stepper, model, opt, sched, augment(batch, t.augment), autocast, check=False)
+        train_step(stepper, model, opt, sched, make_batch(cfg, x, y, order, 0, weights),
+                   weights, autocast, check=False)
     sync(device)
     step_s = (time.perf_counter() - t0) / n_timed
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
@@ -406,7 +415,6 @@ def plan_epochs(a, cfg, data, device, max_epochs: int) -> dict:
     t0 = time.perf_counter()
     test_error(model, x_test, y_test, t.eval_batch_size)
     eval_s = time.perf_counter() - t0
-    steps_per_epoch = len(data.x_train) // half
     epoch_s = steps_per_epoch * step_s * 1.1 + eval_s + 0.3  # +10 %: batching, bookkeeping
     reserve = 10.0  # data to the device, the reconstructions PNG, the final files
     fits = math.floor((left(a) - reserve) / epoch_s)
@@ -478,8 +486,8 @@ def part_mnist(a) -> None:
     from drmm.data import load_dataset
 
     device, name = setup(a)
-    cfg = preset("mnist")  # ConvSmall, Table 6 weights 1 / 0.2 / 1 / 1, images in [0, 1]
-    paper_schedule(cfg, device)
+    # ConvSmall, Table 6 weights 1 / 0.2 / 1 / 1, images in [0, 1]
+    cfg = paper_schedule(preset("mnist"), device)
     cfg.train.labels, cfg.train.data_dir = 100, a.mnist_dir
     cfg.train.precision = a.precision
     data = load_dataset("mnist", a.mnist_dir)
@@ -497,8 +505,8 @@ def part_cifar10(a) -> None:
     from drmm.data import load_dataset
 
     device, name = setup(a)
-    cfg = preset("cifar10")  # ConvLarge, Table 6 weights 1 / 0.5 / 0.2 / 0.5
-    paper_schedule(cfg, device)
+    # ConvLarge, Table 6 weights 1 / 0.5 / 0.2 / 0.5
+    cfg = paper_schedule(preset("cifar10"), device)
     cfg.train.dataset, cfg.train.preprocess = f"npz:{a.cifar}", "standardize"
     cfg.train.labels, cfg.train.precision = 4000, a.precision
     data = load_dataset(cfg.train.dataset, preprocess="standardize")

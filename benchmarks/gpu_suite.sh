@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# GPU suite (issue 14): one command of about 9 minutes on one H100 that checks the CUDA path and
-# measures what a GPU session is for. Four parts, each a process in its own `timeout`, so one
+# GPU suite: one command of about 9 minutes on one H100 that checks the CUDA path and
+# measures what a GPU is lent for. Four parts, each a process in its own `timeout`, so one
 # slow part cannot eat the others' time:
 #
-#   1. correctness (CORRECT_S, default 90 s; it took 45 s, pytest included, on an H200, but
-#      51 s before pytest in session 17, whose 60 s left pytest 7 s and cut it off): a
+#   1. correctness (CORRECT_S, default 90 s; on an H200 it took 45 s, pytest included, and
+#      once 51 s before pytest, which a budget of 60 s then cut off after 7 s): a
 #      training step in fp32 and in bf16 autocast, evaluation, checkpoint save + load, a
 #      crashed-and-resumed run against an uninterrupted one (max |weight difference|
 #      reported: cuDNN is not bit-deterministic), then

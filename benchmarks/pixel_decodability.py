@@ -1,4 +1,4 @@
-"""Is each latent of the rendered set visible in its pixels at all? (issue 15, section 5.4)
+"""Is each latent of the rendered set visible in its pixels at all? (section 5.4)
 
 `drmm analyze` found slant and the light direction at chance in every layer of the DRMM and of
 the DCN, the input image included. Before that reads as "the networks dropped them", this asks

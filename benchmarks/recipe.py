@@ -1,6 +1,6 @@
-"""Recipe study (issue 13): training variants against the preset's recipe, on the same seeds.
+"""Recipe study: training variants against the preset's recipe, on the same seeds.
 
-    python benchmarks/recipe.py --dataset digits --variants default kl_warmup --seeds 0 1 2 3 4 \
+    python benchmarks/recipe.py --dataset digits --variants default translate --seeds 0 1 2 3 4 \
         --out results/recipe/digits.jsonl
     python benchmarks/recipe.py --report results/recipe/digits.jsonl
 
@@ -25,17 +25,8 @@ from pathlib import Path
 VARIANTS: dict[str, dict] = {
     "default": {},
     "supervised_only": {"train.supervised_only": True},
-    "kl_warmup": {"train.kl_warmup": 10},  # epochs; digits: a quarter of the 40
-    "kl_warmup_1": {"train.kl_warmup": 1},  # MNIST proxy: the first of 2 epochs
     "translate": {"train.augment": "translate"},
-    "ema": {"train.ema": 0.98},  # digits: 25 steps an epoch, an average over ~50 steps
-    "ema_995": {"train.ema": 0.995},  # MNIST proxy: 800 steps, an average over ~200
-    "render_label": {"loss.unsup_on": "all", "loss.render_from": "label"},
     "epochs_80": {"train.epochs": 80},
-    "warmup_translate": {"train.kl_warmup": 10, "train.augment": "translate"},
-    "translate_kl_warmup_1": {"train.augment": "translate", "train.kl_warmup": 1},
-    "warmup_translate_ema": {"train.kl_warmup": 10, "train.augment": "translate",
-                             "train.ema": 0.98},
     "graph_prior_1": {"train.graph_prior": 1},  # label-spreading pseudo-labels in epoch 1
     "no_graph_prior": {"train.graph_prior": 0},  # the preset without them
     "no_consistency": {"train.consistency": 0},  # the digits and mnist presets without L_CON

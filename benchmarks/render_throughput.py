@@ -1,6 +1,6 @@
 """Images/s of the synthetic renderer (`drmm render`, section 5.4) and the time for 60,000.
 
-The issue's budget: 60,000 images (50K train + 10K test) in at most 10 minutes on 2 CPU cores.
+The budget: 60,000 images (50K train + 10K test) in at most 10 minutes on 2 CPU cores.
 Renders --n images (a data set split of that size, exactly as `drmm render` does), times the
 compressed .npz write of them, and extrapolates both to 60,000 images. Prints JSON.
 
@@ -24,7 +24,7 @@ from drmm.synthetic.render import render_split
 from drmm.synthetic.scene import RenderConfig
 
 TARGET = 60_000  # images of the paper's data set
-BUDGET_S = 600.0  # the issue's limit for them
+BUDGET_S = 600.0  # the budget for them
 
 
 def main(args) -> dict:

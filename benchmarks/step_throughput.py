@@ -24,28 +24,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drmm.config import PAPER_SCHEDULE, preset
-from drmm.losses import drmm_objective
+from drmm.config import preset
+from drmm.losses import StepContext, drmm_objective
 from drmm.model import DRMM
-from drmm.train import Objective, make_optimizer, train_step
+from drmm.step import Batch, Objective, make_optimizer, paper_step, step_weights, train_step
 
 SIZES = {"conv_small": (1, 28), "conv_large": (3, 32), "conv_tiny": (1, 12)}
 
 
-def time_steps(model, cfg, opt, sched, batch, steps: int) -> float:
-    """Seconds per optimisation step, averaged over `steps` steps."""
+def time_steps(model, cfg, opt, sched, batch: Batch, steps: int) -> float:
+    """Seconds per optimisation step, averaged over `steps` steps, each term of the objective
+    at its weight of the run's first step."""
     stepper = Objective(model, cfg)
+    weights = step_weights(cfg, 0, 1)
     t0 = time.perf_counter()
     for _ in range(steps):  # the training loop's own step, without its NaN check (a host sync)
-        train_step(stepper, model, opt, sched, batch, check=False)
-    if batch[0].is_cuda:
+        train_step(stepper, model, opt, sched, batch, weights, check=False)
+    if batch.x_lab.is_cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / steps
 
 
-def phase_times(model, cfg, opt, batch, steps: int) -> dict[str, float]:
+def phase_times(model, cfg, opt, batch: Batch, steps: int) -> dict[str, float]:
     """Seconds per DRMM step spent in each phase (the phases of `step_terms`, timed apart)."""
-    x_lab, y_lab, x_unl = batch
+    x_lab, y_lab, x_unl = batch.x_lab, batch.y_lab, batch.x_unl
+    weights = step_weights(cfg, 0, 1)
     sync = torch.cuda.synchronize if x_lab.is_cuda else (lambda: None)
     totals = dict.fromkeys(["bottom_up", "top_down", "objective", "backward", "optimizer"], 0.0)
     marks: list[float] = []
@@ -61,8 +64,9 @@ def phase_times(model, cfg, opt, batch, steps: int) -> dict[str, float]:
         mark()
         td = model.top_down(bu_unl)
         mark()
-        terms = drmm_objective(cfg.loss, bu_lab.logits, y_lab, bu_unl.logits, x_unl, td.image,
-                               td.templates)
+        ctx = StepContext(bu_lab.logits, y_lab, logits_unsup=bu_unl.logits, images=x_unl,
+                          rendered=td.image, templates=td.templates, loss_cfg=cfg.loss)
+        terms = drmm_objective(ctx, weights)
         mark()
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -88,10 +92,9 @@ def spread(values: list[float]) -> dict[str, float]:
 def main(args) -> dict:
     device = torch.device(args.device)
     channels, size = SIZES[args.arch]
-    cfg = preset("mnist")
-    # the DRMM step alone, as the GPU suite times it (the mnist preset's consistency term adds a
-    # bottom-up pass: 35 against 26 min a 14-epoch MNIST run here)
-    cfg.train.consistency = PAPER_SCHEDULE["consistency"]
+    # the paper's DRMM step, as the GPU suite times it (the mnist preset's consistency term adds
+    # a bottom-up pass: 35 against 26 min a 14-epoch MNIST run here)
+    cfg = paper_step(preset("mnist"))
     cfg.model.arch, cfg.model.in_channels, cfg.model.image_size = args.arch, channels, size
     torch.manual_seed(0)
     half = args.batch // 2
@@ -112,7 +115,7 @@ def main(args) -> dict:
     for name, (supervised, channels_last, bf16, n) in variants.items():
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         xv = x.contiguous(memory_format=fmt)
-        batch = (xv, y, None) if supervised else (xv[:half], y[:half], xv[half:])
+        batch = Batch(xv, y, None) if supervised else Batch(xv[:half], y[:half], xv[half:])
         model = DRMM(cfg.model).to(device, memory_format=fmt)
         opt, sched = make_optimizer(model, cfg, 10**6)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)

@@ -26,7 +26,7 @@ from drmm.config import PAPER_SCHEDULE as PAPER
 from drmm.config import preset
 from drmm.model import DRMM
 from drmm.reproduce import TABLES
-from drmm.train import make_optimizer
+from drmm.step import Batch, make_optimizer, paper_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, run as a script
 from step_throughput import time_steps  # noqa: E402
@@ -38,8 +38,7 @@ DATA = {"table1": (1, 28, 60000), "table3": (3, 32, 73257), "table4": (3, 32, 50
 def step_setup(table: str, batch: int, device: torch.device):
     """The table's network and optimiser, and one random batch (labeled half, labels, unlabeled
     half), in the order `step_throughput.time_steps` takes them."""
-    cfg = preset(TABLES[table].preset)
-    cfg.train.consistency = PAPER["consistency"]  # the tables' runs: the paper's step
+    cfg = paper_step(preset(TABLES[table].preset))  # the tables' runs: the paper's step
     channels, size, _ = DATA[table]
     cfg.model.in_channels, cfg.model.image_size = channels, size
     torch.manual_seed(0)
@@ -48,7 +47,7 @@ def step_setup(table: str, batch: int, device: torch.device):
     x = torch.rand(batch, channels, size, size, device=device)  # (B, C, H, W)
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, cfg.model.num_classes, (batch // 2,), device=device)  # (B/2,)
-    return model, cfg, opt, sched, (x[: batch // 2], y, x[batch // 2:])
+    return model, cfg, opt, sched, Batch(x[: batch // 2], y, x[batch // 2:])
 
 
 def flops_per_image(table: str, batch: int) -> float:

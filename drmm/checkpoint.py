@@ -1,4 +1,13 @@
-"""Checkpoints: written atomically (drmm.files.atomic_write), loaded safely.
+"""A run's checkpoint: where a training run stands, written atomically, loaded safely, and
+continued bit for bit.
+
+The checkpoint (RUN_DIR/checkpoint.pt) holds the model (with the BatchNorm running statistics),
+the optimiser, the LR schedule, the config, the labeled indices, the class names and
+preprocessing statistics (for drmm.load), and a RunState: the epoch and the step reached in it,
+the data-order generator's state at the start of that epoch, the epoch's partial loss sums, every
+RNG state and the history. A run resumed from it equals an uninterrupted one exactly on CPU
+(tests/test_reliability.py). A resume with other settings is refused, listing what changed,
+unless forced (docs/reliability.md).
 
 Writing: the state goes to a temporary file beside the target, is flushed and fsync'ed, then
 renamed over the target, and the folder is fsync'ed so the rename itself survives a power cut. A
@@ -13,18 +22,29 @@ it is opened; one that carries any other pickled object is refused with a DRMMEr
 from __future__ import annotations
 
 import pickle
+import random
 import re
+import sys
 import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from drmm.config import Config
+from drmm.config import FREE_ON_RESUME, Config
 from drmm.errors import DRMMError
 from drmm.files import atomic_write, require_file
 from drmm.model import DRMM
+from drmm.step import make_scheduler
 
 CHECKPOINT = "checkpoint.pt"  # the file inside a run folder
+# 1: epoch ends only (model, optimizer, scheduler, epoch, rng{torch, data}, history, ...);
+# 2: adds the position inside an epoch, the partial sums and every RNG state.
+CHECKPOINT_FORMAT = 2
+
+# ----------------------------------------------------------------------------------------------
+# Files
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
@@ -106,3 +126,188 @@ def load_trained_model(path: str | Path):
                         f" ({state_dict_problem(e)}); the file is damaged or not from this"
                         " version") from e
     return model.eval(), cfg, state
+
+
+# ----------------------------------------------------------------------------------------------
+# The run's state
+
+
+@dataclass
+class RunState:
+    """Everything beyond the model, optimiser and schedule that a run needs to continue."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished inside epoch `epoch` (0: at its start)
+    data_rng: torch.Tensor | None = None  # the data-order generator at the start of `epoch`
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # loss terms over good steps
+    good_steps: int = 0  # steps of this epoch that updated the weights
+    epoch_skipped: int = 0  # batches of this epoch skipped for a NaN / inf
+    skipped: int = 0  # batches of the whole run skipped for a NaN / inf
+    wall_seconds: float = 0.0  # training time of the run so far, all processes
+    epoch_seconds: float = 0.0  # time spent inside epoch `epoch` so far
+    history: list[dict] = field(default_factory=list)  # one record per finished epoch
+    rng: dict = field(default_factory=dict)  # torch / numpy / python (/ cuda) RNG states
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        """Count a step that updated the weights, with its loss terms."""
+        self.sums = {k: self.sums.get(k, 0.0) + v for k, v in terms.items()}
+        self.good_steps += 1
+
+    def means(self) -> dict[str, float]:
+        """The epoch's mean loss terms so far (one host sync)."""
+        if not self.good_steps:
+            return {}
+        return {k: v.item() / self.good_steps for k, v in self.sums.items()}
+
+    def finish_epoch(self, record: dict, data_rng: torch.Tensor) -> None:
+        """Log the epoch and stand at the start of the next, whose order data_rng will draw."""
+        self.history.append(record)
+        self.epoch, self.step, self.sums, self.good_steps, self.epoch_skipped = \
+            self.epoch + 1, 0, {}, 0, 0
+        self.epoch_seconds, self.data_rng = 0.0, data_rng
+        self.wall_seconds = record["wall_seconds"]
+
+    def to_checkpoint(self) -> dict:
+        d = asdict(self)
+        d["sums"] = {k: v.detach().cpu() for k, v in self.sums.items()}
+        return d
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> RunState:
+        return cls(**{k: state[k] for k in cls.__dataclass_fields__})
+
+
+def load_run_state(path: Path) -> dict:
+    """A training checkpoint, in the current format; a DRMMError if it is not one."""
+    if not path.is_file():
+        raise DRMMError(f"{path} does not exist: nothing to resume; check the run folder, or"
+                        " start the run without --resume")
+    state = load_checkpoint(path)
+    version = state.get("format", 1)
+    need = {"model", "optimizer", "scheduler", "epoch", "config", "labeled_indices", "rng",
+            "history"}
+    if version >= 2:
+        need |= {"step", "data_rng", "sums", "good_steps", "epoch_skipped", "skipped",
+                 "wall_seconds", "epoch_seconds", "n_train"}
+    missing = sorted(need - state.keys())
+    if missing or not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise DRMMError(f"{path} is not a drmm training checkpoint this version can resume"
+                        f" (format {version!r}, missing {missing}); start a new run")
+    if version == 1:  # epoch-level checkpoints of earlier versions: at an epoch's start
+        history = state["history"]
+        state.update(step=0, data_rng=state["rng"]["data"], sums={}, good_steps=0,
+                     epoch_skipped=0, skipped=0, epoch_seconds=0.0, n_train=None,
+                     wall_seconds=history[-1]["wall_seconds"] if history else 0.0)
+    return state
+
+
+def check_resume(out: Path, state: dict, cfg: Config, labeled: np.ndarray, n_train: int,
+                 force: bool) -> None:
+    """Refuse to resume with other settings or other data unless forced; list what differs."""
+    changes = Config.from_dict(state["config"]).diff(cfg, ignore=FREE_ON_RESUME)
+    if not torch.equal(state["labeled_indices"], torch.from_numpy(labeled)) \
+            or state["n_train"] not in (None, n_train):
+        changes.append(f"the data: {n_train} training images and their labeled split differ"
+                       f" from the run's ({state['n_train']} images)")
+    if changes and not force:
+        raise DRMMError(f"{out} was trained with other settings ({'; '.join(changes)}); resume"
+                        " without changing them, pass --force-resume to continue anyway, or"
+                        " start a new run with another --out")
+    if changes:
+        print(f"drmm: warning: resuming {out} with changed settings: {'; '.join(changes)}",
+              file=sys.stderr)
+    if cfg.train.epochs < state["epoch"]:
+        raise DRMMError(f"{out} has already trained {state['epoch']} epochs; --epochs"
+                        f" {cfg.train.epochs} must be at least that")
+
+
+def get_rng_states(device: torch.device) -> dict:
+    """Every random state a run could touch, as tensors and plain values (weights_only-safe)."""
+    np_state = np.random.get_state()  # ('MT19937', keys (624,) uint32, pos, has_gauss, gauss)
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), int(has_gauss),
+                             gauss))
+    if "python" in states:
+        version, internal, gauss_next = states["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def position(epoch: int, step: int, steps_per_epoch: int) -> str:
+    """Where a run stands after `step` steps of epoch index `epoch`, in words (1-based)."""
+    if step == 0:
+        return f"end of epoch {epoch}" if epoch else "start of the run"
+    return f"epoch {epoch + 1}, step {step} of {steps_per_epoch}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving a run, and continuing it
+
+
+def restore_run(saved: dict, model: DRMM, opt, sched, gen: torch.Generator, cfg: Config,
+                steps_per_epoch: int, device) -> tuple[RunState, object]:
+    """Load a checkpoint into a run that continues it: model, optimiser, RNG states, the data
+    order's generator at the epoch's start; returns the RunState and the LR schedule. If the
+    run's length or rates changed (a longer run, or forced), the decay is planned anew from the
+    current rate to lr_final at the new last step, in the shape the config now names."""
+    run = RunState.from_checkpoint(saved)
+    run.sums = {k: v.to(device) for k, v in run.sums.items()}
+    gen.set_state(run.data_rng)  # the generator as it was at the epoch's start
+    steps_left = steps_per_epoch * (cfg.train.epochs - run.epoch) - run.step
+    try:
+        # runs of versions with a weight average kept the weights SGD moves as "online_model"
+        model.load_state_dict(saved.get("online_model", saved["model"]))
+        opt.load_state_dict(saved["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise DRMMError(f"the checkpoint does not fit this config ({state_dict_problem(e)});"
+                        " resume with the run's own settings") from e
+    set_rng_states(saved["rng"], device)
+    was, t = Config.from_dict(saved["config"], quiet=True).train, cfg.train
+    if (was.epochs, was.lr, was.lr_final, was.decay) == (t.epochs, t.lr, t.lr_final, t.decay):
+        sched.load_state_dict(saved["scheduler"])
+        return run, sched
+    for group in opt.param_groups:  # a changed lr rescales the current rate
+        group["lr"] *= t.lr / was.lr
+    lr_final = min(t.lr_final, opt.param_groups[0]["lr"])  # never climb back up
+    return run, make_scheduler(opt, t.decay, lr_final, steps_left)
+
+
+class Checkpointer:
+    """Writes the run's checkpoint (rank 0), after every rank has checked the weights."""
+
+    def __init__(self, path: Path, model: DRMM, opt, sched, device, is_main: bool,
+                 steps_per_epoch: int, fixed: dict, last_saved: str | None):
+        self.path, self.model, self.opt, self.sched = path, model, opt, sched
+        self.device, self.is_main, self.steps_per_epoch = device, is_main, steps_per_epoch
+        self.fixed = fixed  # what every checkpoint of the run holds alike: config, split, ...
+        self.last_saved = last_saved  # where the last good checkpoint stands, in words
+
+    def save(self, run: RunState) -> None:
+        where = position(run.epoch, run.step, self.steps_per_epoch)
+        state = self.model.state_dict()  # parameters and BatchNorm running statistics
+        # Every rank holds the same weights, so every rank raises here alike: none is left
+        # waiting for the others.
+        if not all(v.isfinite().all() for v in state.values() if v.is_floating_point()):
+            raise DRMMError(f"the model's weights became non-finite by the {where}; not saved,"
+                            f" the last good checkpoint (at the {self.last_saved}) is kept."
+                            " Lower --lr")
+        if self.is_main:
+            run.rng = get_rng_states(self.device)
+            save_checkpoint(self.path, {
+                "format": CHECKPOINT_FORMAT, **run.to_checkpoint(), **self.fixed, "model": state,
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()})
+        self.last_saved = where

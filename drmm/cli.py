@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 
 from drmm import __version__
-from drmm.checkpoint import CHECKPOINT, load_trained_model
+from drmm.checkpoint import CHECKPOINT, load_run_state, load_trained_model
 from drmm.config import Config, apply_overrides, load_yaml, preset
 from drmm.config_args import add_config_args, config_overrides, given
 from drmm.data import load_run_data
 from drmm.errors import DRMMError, require_device
 from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import require_dir
-from drmm.run_state import load_run_state
-from drmm.train import describe_confusion, describe_error, train
+from drmm.records import describe_confusion, describe_error
+from drmm.train import train
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func.

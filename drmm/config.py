@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -41,31 +42,18 @@ PAPER_SCHEDULE: dict = dict(
     labeled_batch=None,  # half of each batch labeled
     unlabeled=None,  # N_U: the whole training set
     augment="none",  # no data augmentation
-    kl_warmup=0.0,  # alpha_KL at its full weight from the first step
     graph_prior=0.0,  # no graph pseudo-labels
-    ema=0.0,  # the SGD weights themselves are evaluated
     consistency=0.0,  # no strong-view consistency term
 )
 SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
 
-# MNIST in under an hour of 2 CPU cores (49 min; issue 13, results/recipe.md): the `mnist` preset
-# and `drmm reproduce table1 --schedule cpu-hour`. Adam with cosine decay: the paper's SGD
-# 0.2 -> 1e-4, squeezed into 15 epochs, spends most of them at tiny rates and stalled at 1.3 %
-# test error by epoch 7 in our trial. Translations of +-2 px: without them a seed can lose a
-# class (2-epoch screen: 8.87 % mean over seeds 0-2, one seed at 22 %, against 1.84 % with them).
-# 20 labeled + 80 unlabeled images per step: the labeled cross-entropy is near 0 from epoch 2 on,
-# so the paper's 50 labeled images a step mostly repeat the same 100; with 80 unlabeled an epoch
-# takes 0.75 of the time, and 14 such epochs (53 min, seed 0) ended at 0.75 % against 0.88 % for
-# 12 epochs of 50 + 50 (59 min) and 0.81 % for 20 (84 min).
-# The graph prior for the first epoch (drmm/graph_prior.py): without it, 3 of 7 label draws
-# lost their crossbar 7s to class 3 in epoch 1 (seed 1: 2.27 %); with it, seeds 0 / 1 / 2 end at
-# 0.69 / 0.71 / 0.65 % (results/recipe.md, section 8).
-# The consistency term at weight 1 (drmm/losses.py, L_CON: a turned, zoomed, cut-out view of
-# each unlabeled image must keep its c-hat): seeds 0 / 1 / 2 end at 0.63 / 0.66 / 0.64 %, each
-# below both runs of the preset without it (0.69-0.75 / 0.71-0.89 / 0.65-0.75 %), in 35 minutes
-# here against 26 (results/recipe.md, section 13).
-# 20 epochs instead of 14, with the term: seeds 0 / 1 / 2 end at 0.56 / 0.61 / 0.61 %, in 49
-# minutes alone (results/recipe.md, section 15); without the term 18 epochs had not helped.
+# MNIST-100 in under an hour of 2 CPU cores: the `mnist` preset and `drmm reproduce table1
+# --schedule cpu-hour`. Why each departure from PAPER_SCHEDULE is there, with its measured
+# effect: docs/recipe.md. In short: Adam with cosine decay (the paper's SGD decay, squeezed into
+# a few epochs, spends most of them at tiny rates); shifts of +-2 px (without them a label draw
+# can lose a class); 20 labeled + 80 unlabeled images a step (the labeled cross-entropy is near
+# 0 after epoch 2); the graph prior in the first epoch (it decides where clusters of unlabeled
+# images go before entropy minimisation settles them); the consistency term; 20 epochs.
 CPU_HOUR_MNIST: dict = dict(PAPER_SCHEDULE, optimizer="adam", lr=1e-3, lr_final=1e-5,
                             decay="cosine", epochs=20, labeled_batch=20, augment="translate",
                             graph_prior=1.0, consistency=1.0)
@@ -91,9 +79,7 @@ class TrainConfig:
     decay: str = PAPER_SCHEDULE["decay"]  # lr -> lr_final per step: exp (the paper) | cosine
     momentum: float = PAPER_SCHEDULE["momentum"]  # SGD momentum (the paper: plain SGD)
     weight_decay: float = 0.0  # L2 penalty (the paper: none)
-    kl_warmup: float = PAPER_SCHEDULE["kl_warmup"]  # epochs of a linear ramp of alpha_kl from 0
     graph_prior: float = PAPER_SCHEDULE["graph_prior"]  # epochs of graph pseudo-labels (0: off)
-    ema: float = PAPER_SCHEDULE["ema"]  # per-step decay of the evaluated weight average (0: none)
     consistency: float = PAPER_SCHEDULE["consistency"]  # weight of L_CON, strong views (0: off)
     seed: int = 0  # seeds the split, the initialisation and the data order
     device: str = "cpu"  # cpu | cuda | cuda:N
@@ -120,7 +106,6 @@ CHOICES: dict[str, tuple] = {
     "model.arch": tuple(ARCHS),
     "loss.kl_mode": KL_MODES,
     "loss.unsup_on": ("unlabeled", "all"),
-    "loss.render_from": ("c_hat", "label"),
     "train.preprocess": PREPROCESS,
     "train.augment": AUGMENTS,
     "train.optimizer": ("sgd", "adam"),
@@ -137,10 +122,14 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 5
+CONFIG_VERSION = 6
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
+# Options that measured no gain and were removed (docs/recipe.md, "tried and not kept"), with
+# the value that left each off: a saved config that has one drops it, and says so if it was on.
+REMOVED = {"train.kl_warmup": 0.0, "train.ema": 0.0, "loss.alpha_bal": 0.0,
+           "loss.kl_threshold": 0.0, "loss.render_from": "c_hat"}
 
 
 def renamed_keys(d: dict) -> dict:
@@ -150,16 +139,34 @@ def renamed_keys(d: dict) -> dict:
                       if isinstance(values, dict) else values) for section, values in d.items()}
 
 
+def without_removed(d: dict, quiet: bool = False) -> dict:
+    """d without the keys of REMOVED; one line on stderr names those that were on."""
+    d = {section: dict(values) if isinstance(values, dict) else values
+         for section, values in d.items()}
+    dropped = []
+    for key, off in REMOVED.items():
+        section, name = key.split(".")
+        values = d.get(section)
+        if isinstance(values, dict) and name in values and values.pop(name) != off:
+            dropped.append(key)
+    if dropped and not quiet:
+        print(f"drmm: note: this run used {', '.join(dropped)}, which drmm no longer has (they"
+              " measured no gain, docs/recipe.md); it continues without them", file=sys.stderr)
+    return d
+
+
 MIGRATIONS = {
     # 1 -> 2: the keys of RENAMED; labeled_indices, unlabeled, channels, image_size, augment are
     # new (their defaults: what version 1 did).
     1: renamed_keys,
-    # 2 -> 3: train.kl_warmup, train.ema, loss.render_from are new (their defaults: as before).
+    # 2 -> 3: train.kl_warmup, train.ema, loss.render_from are new (removed again in 6).
     2: dict,
     # 3 -> 4: train.labeled_batch is new (its default: half of each batch, as before).
     3: dict,
     # 4 -> 5: train.graph_prior is new (its default: off, as before).
     4: dict,
+    # 5 -> 6: the keys of REMOVED go (without_removed, called with the caller's `quiet`).
+    5: dict,
 }
 
 
@@ -173,8 +180,9 @@ class Config:
         return {"version": CONFIG_VERSION, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Config:
-        """A config saved by to_dict (by this or an older version); newer ones are refused."""
+    def from_dict(cls, d: dict, quiet: bool = False) -> Config:
+        """A config saved by to_dict (by this or an older version); newer ones are refused.
+        quiet: no note on options of older versions that this one removed."""
         d = dict(d)
         version = d.pop("version", 1)  # version 1 wrote no version
         if not isinstance(version, int) or version > CONFIG_VERSION:
@@ -182,6 +190,7 @@ class Config:
                             f" ({CONFIG_VERSION}); upgrade drmm")
         for v in range(version, CONFIG_VERSION):
             d = MIGRATIONS[v](d)
+        d = without_removed(d, quiet)  # any version may hold them: YAML files too
         cfg = cls()
         apply_overrides(cfg, d, source="saved config")
         return cfg
@@ -213,18 +222,17 @@ MNIST_WEIGHTS = dict(alpha_h=1.0, alpha_rc=0.2, alpha_kl=1.0, alpha_nn=1.0)
 LARGE_WEIGHTS = dict(alpha_h=1.0, alpha_rc=0.5, alpha_kl=0.2, alpha_nn=0.5)
 
 PRESETS: dict[str, dict] = {
-    # The README's first command: ~1-2 minutes on 2 CPU cores. Translations of +-2 px: 1.92 %
-    # mean test error over seeds 0-4 against 4.08 % without; on session 20's code and machine
-    # they gave 2.84 % (seed 1 lost a mode of its 1s), the consistency term at weight 1 1.76 %
-    # (results/recipe.md, section 17).
+    # The README's first command: about a minute on 2 CPU cores. Shifts of +-2 px and the
+    # consistency term keep every class on label draws where entropy minimisation alone loses
+    # one (docs/recipe.md).
     "digits": {
         "model": dict(arch="conv_small", in_channels=1, image_size=16, num_classes=10),
         "loss": MNIST_WEIGHTS,
         "train": dict(dataset="digits", labels=50, epochs=40, lr=0.2, lr_final=1e-3,
                       augment="translate", consistency=1.0),
     },
-    # MNIST-100 in under an hour on 2 CPU cores (2.5 min an epoch here in session 17);
-    # configs/mnist_paper.yaml is the paper's 500 epochs.
+    # MNIST-100 in under an hour on 2 CPU cores (CPU_HOUR_MNIST above); configs/mnist_paper.yaml
+    # is the paper's 500 epochs.
     "mnist": {
         "model": dict(arch="conv_small", in_channels=1, image_size=28, num_classes=10),
         "loss": MNIST_WEIGHTS,
@@ -253,9 +261,8 @@ PRESETS: dict[str, dict] = {
         "train": dict(labels=None, epochs=20, lr=0.2, lr_final=1e-4),
     },
     # The user's own images (`--dataset folder:DIR`, drmm/data/folder.py): the labeled/ images
-    # are the labeled set. The earlier MNIST recipe: 99.20 % on MNIST as PNG files with 100
-    # labels; the mnist preset's shifts, 20 + 80 batches and 14 epochs gave 98.95 % there in half
-    # the time, 99.10 % with the graph prior (results/own_data.md): no gain shown, so kept.
+    # are the labeled set. Adam with cosine decay, no shifts: 99.20 % on MNIST as PNG files with
+    # 100 labels (results/own_data.md).
     "folder": {
         "model": dict(arch="conv_small"),
         "loss": MNIST_WEIGHTS,
@@ -279,7 +286,9 @@ def apply_overrides(cfg: Config, d: dict, source: str) -> None:
         for key, value in (values or {}).items():
             if key not in known:
                 renamed = RENAMED.get(f"{section}.{key}")
-                hint = f" (renamed {renamed})" if renamed else f"; known: {sorted(known)}"
+                hint = (f" (renamed {renamed})" if renamed else
+                        " (removed: it measured no gain, docs/recipe.md; delete it)"
+                        if f"{section}.{key}" in REMOVED else f"; known: {sorted(known)}")
                 raise DRMMError(f"{source}: unknown key {section}.{key}{hint}")
             setattr(target, key, checked_value(value, hints[key], f"{section}.{key}", source))
 
@@ -365,15 +374,12 @@ def validate(cfg: Config) -> None:
                         " at least 0 (0: checkpoint at epoch ends only)")
     if not (0 <= t.momentum < 1 and t.weight_decay >= 0):
         raise DRMMError("momentum must be in [0, 1) and weight_decay at least 0")
-    if not (0 <= t.ema < 1 and t.kl_warmup >= 0 and t.graph_prior >= 0 and t.consistency >= 0):
-        raise DRMMError("ema must be in [0, 1) (0: no weight average), kl_warmup, graph_prior and"
-                        " consistency at least 0")
+    if not (t.graph_prior >= 0 and t.consistency >= 0):
+        raise DRMMError("graph_prior and consistency must be at least 0 (0: off)")
     weights = [f.name for f in dataclasses.fields(lo) if f.name.startswith("alpha_")]
     negative = [k for k in weights if getattr(lo, k) < 0]
     if negative:
         raise DRMMError(f"loss weights {negative} are negative; use 0 to switch a term off")
-    if not 0 <= lo.kl_threshold < 1:
-        raise DRMMError(f"kl_threshold {lo.kl_threshold} must be in [0, 1) (0: every image)")
     if not 0 <= lo.con_threshold < 1:
         raise DRMMError(f"con_threshold {lo.con_threshold} must be in [0, 1) (0: every image)")
     try:

@@ -12,28 +12,21 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_npz
 
 from drmm.config import Config, preset
 from drmm.data import load_dataset
+from drmm.distributed import Dist
 from drmm.graph_prior import propagate_labels
 from drmm.model import DRMM
-from drmm.train import epoch_order, make_optimizer, prepare, step_terms, warmup
+from drmm.step import epoch_order, make_batch, make_optimizer, step_terms, step_weights
+from drmm.train import prepare
 
 WORLD = 2
 ARGS = ["--arch", "conv_tiny", "--labels", "8", "--batch-size", "16", "--epochs", "1",
         "--seed", "3", "--lr", "0.05", "--lr-final", "0.01", "--quiet"]
-
-
-def fabricated_npz(path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 40, size=(96, 12, 12), dtype=np.uint8)
-    y = np.arange(96) % 2
-    x[y == 0, 2:6, 2:6] += 200
-    x[y == 1, 6:10, 6:10] += 200
-    np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
 
 
 def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
@@ -45,24 +38,23 @@ def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
     data, labeled = prepare(cfg, load_dataset(cfg.train.dataset))
     torch.manual_seed(cfg.train.seed)
     model = DRMM(cfg.model)
+    cfg.train.graph_prior = float(graph_prior)
     half, n = cfg.train.batch_size // 2, len(data.x_train)
-    opt, sched = make_optimizer(model, cfg, n // half)
-    lab_order, unl_order = epoch_order(torch.from_numpy(labeled), n,
-                                       torch.Generator().manual_seed(cfg.train.seed))
+    steps = n // half
+    opt, sched = make_optimizer(model, cfg, steps)
+    order = epoch_order(torch.from_numpy(labeled), n, torch.Generator().manual_seed(cfg.train.seed),
+                        steps * half)
+    graph = None
     if graph_prior:  # as rank 0 does: spread the labels only when the prior is on
-        pseudo, certainty = propagate_labels(data.x_train, labeled, data.y_train[labeled].numpy(),
-                                             cfg.model.num_classes)  # (N,), (N,)
-    shard = half // WORLD
-    for step in range(n // half):
+        graph = propagate_labels(data.x_train, labeled, data.y_train[labeled].numpy(),
+                                 cfg.model.num_classes)  # (N,), (N,)
+    for step in range(steps):
         opt.zero_grad()
-        scale = 1 - warmup(step, graph_prior * (n // half))  # the graph prior's weight
-        for r in range(WORLD):
-            il = lab_order[step * half + r * shard:][:shard]
-            iu = unl_order[step * half + r * shard:][:shard]
-            graph = (pseudo[iu], certainty[iu]) if scale > 0 else None
-            terms = step_terms(model, cfg, data.x_train[il], data.y_train[il], data.x_train[iu],
-                               graph=graph, graph_scale=scale)
-            (terms["loss"] / WORLD).backward()
+        weights = step_weights(cfg, step, steps)
+        for r in range(WORLD):  # each rank's shard of the global batch, as training takes it
+            batch = make_batch(cfg, data.x_train, data.y_train, order, step, weights, graph,
+                               Dist(rank=r, world=WORLD))
+            (step_terms(model, cfg, batch, weights)["loss"] / WORLD).backward()
         opt.step()
         sched.step()
     return dict(model.named_parameters())
@@ -71,8 +63,7 @@ def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 @pytest.mark.parametrize("graph_prior", [0, 1])
 def test_torchrun_two_cpu_processes_match_one_process(tmp_path, graph_prior):
-    npz = str(tmp_path / "data.npz")
-    fabricated_npz(npz)
+    npz = write_npz(tmp_path / "data.npz")[len("npz:"):]
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

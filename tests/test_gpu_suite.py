@@ -1,4 +1,4 @@
-"""The GPU suite (benchmarks/gpu_suite.sh, issue 14) runs end to end on the CPU (SMOKE=1), and
+"""The GPU suite (benchmarks/gpu_suite.sh) runs end to end on the CPU (SMOKE=1), and
 benchmarks/gpu_data.py packs its data within the byte budget."""
 
 import gzip

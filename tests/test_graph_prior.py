@@ -7,14 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_train import fabricated, tiny_config
+from helpers import fabricated, tiny_config
 
 from drmm.config import Config, validate
 from drmm.errors import DRMMError
 from drmm.graph_prior import propagate_labels
-from drmm.losses import LossConfig, drmm_objective, graph_prior
+from drmm.losses import LossConfig, StepContext, drmm_objective, graph_prior
 from drmm.model import DRMM
-from drmm.train import step_terms, train
+from drmm.step import Batch, step_terms
+from drmm.train import train
 
 
 def test_pseudo_labels_follow_the_clusters():
@@ -40,11 +41,13 @@ def test_graph_term_by_hand_and_its_weight():
     assert value.item() == pytest.approx(0.5 * math.log(4 / 3) / 2)
     value.backward()
     assert logits.grad[1].abs().sum() == 0  # certainty 0: no pull at all
-    args = (logits.detach(), torch.tensor([0, 1]), logits.detach(), torch.zeros(2, 1, 1, 1),
-            torch.zeros(2, 1, 1, 1), [torch.zeros(1)])
-    plain = drmm_objective(LossConfig(), *args)
-    steered = drmm_objective(LossConfig(), *args, graph=(pseudo, certainty), graph_scale=0.25)
-    off = drmm_objective(LossConfig(), *args, graph=(pseudo, certainty), graph_scale=0.0)
+    ctx = StepContext(logits.detach(), torch.tensor([0, 1]), logits.detach(),
+                      torch.zeros(2, 1, 1, 1), torch.zeros(2, 1, 1, 1), [torch.zeros(1)],
+                      graph=(pseudo, certainty), loss_cfg=LossConfig())
+    weights = {"ce": 1.0, "rc": 0.2, "kl": 1.0, "nn": 1.0}
+    plain = drmm_objective(ctx, weights)
+    steered = drmm_objective(ctx, {**weights, "graph": 0.25})
+    off = drmm_objective(ctx, {**weights, "graph": 0.0})
     assert "graph" not in plain and "graph" not in off and "graph" in steered
     assert steered["loss"].item() == pytest.approx(plain["loss"].item() + 0.25 * value.item())
 
@@ -84,8 +87,8 @@ def test_step_takes_the_graph_term_over_the_images_it_names(unsup_on):
     x_lab, y_lab, x_unl = data.x_train[:4], data.y_train[:4], data.x_train[4:10]
     pseudo, certainty = torch.tensor([1, 0, 1, 0, 1, 0]), torch.rand(6)
     with torch.no_grad():
-        terms = step_terms(model, cfg, x_lab, y_lab, x_unl, graph=(pseudo, certainty),
-                           graph_scale=0.5)
+        terms = step_terms(model, cfg, Batch(x_lab, y_lab, x_unl, graph=(pseudo, certainty)),
+                           {"ce": 1.0, "graph": 0.5})
         logits = model(torch.cat([x_lab, x_unl]) if unsup_on == "all" else x_unl)  # (B, K)
     if unsup_on == "all":
         pseudo, certainty = torch.cat([y_lab, pseudo]), torch.cat([torch.ones(4), certainty])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from drmm.losses import (
     LossConfig,
-    class_balance,
+    StepContext,
     consistency,
     cross_entropy,
     drmm_objective,
@@ -57,44 +57,9 @@ def test_kl_value_is_entropy_minus_log_k():
     assert kl_term(logits).item() == pytest.approx((entropy - math.log(10)).item(), abs=1e-6)
 
 
-def test_kl_threshold_leaves_the_undecided_out():
-    confident, vague = torch.tensor([[5.0, 0.0]]), torch.tensor([[0.2, 0.0]])
-    both = torch.cat([confident, vague])  # (2, 2): top q 0.993 and 0.550
-    assert kl_term(both, threshold=0.9).item() == pytest.approx(kl_term(confident).item() / 2)
-    assert kl_term(both, threshold=0.0).item() == pytest.approx(kl_term(both).item())
-    logits = both.clone().requires_grad_()
-    kl_term(logits, threshold=0.9).backward()
-    assert logits.grad[1].abs().sum() == 0  # no push on the undecided image
-
-
 def test_unknown_kl_mode():
     with pytest.raises(ValueError, match="kl_mode"):
         kl_term(torch.zeros(1, 2), "bogus")
-
-
-def test_class_balance_by_hand():
-    """KL of the batch's mean prediction against the uniform prior; 0 for a balanced batch."""
-    logits = torch.tensor([[math.log(3.0), 0.0], [math.log(3.0), 0.0]])  # q_bar = (3/4, 1/4)
-    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    assert class_balance(logits).item() == pytest.approx(expected)
-    confident_balanced = torch.tensor([[9.0, 0.0], [0.0, 9.0]])  # each sure, together balanced
-    assert class_balance(confident_balanced).item() == pytest.approx(0.0, abs=1e-7)
-
-
-def test_balance_plus_entropy_is_minus_mutual_information():
-    """a_BAL = a_KL: H(q(c|I)) - log K + KL(q_bar || p) = H(q(c|I)) - H(q_bar) = -I(c; I)."""
-    logits = torch.randn(8, 10)
-    q = logits.softmax(1)  # (B, K)
-    q_bar = q.mean(0)  # (K,)
-    mutual_info = -(q_bar * q_bar.log()).sum() + (q * q.log()).sum(1).mean()
-    total = kl_term(logits) + class_balance(logits)
-    assert total.item() == pytest.approx(-mutual_info.item(), abs=1e-6)
-
-
-def test_class_balance_pushes_the_crowded_class_down():
-    logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 0.5]]).requires_grad_()  # class 0 crowded
-    class_balance(logits).backward()
-    assert (logits.grad[:, 0] > logits.grad[:, 1]).all()  # descending lowers class 0's scores
 
 
 def test_non_negativity_by_hand():
@@ -103,27 +68,37 @@ def test_non_negativity_by_hand():
 
 
 def test_objective_weights_and_named_terms():
-    cfg = LossConfig(alpha_h=2.0, alpha_rc=0.5, alpha_kl=0.25, alpha_nn=3.0)
+    weights = {"ce": 2.0, "rc": 0.5, "kl": 0.25, "nn": 3.0}
     logits = torch.tensor([[math.log(3.0), 0.0]])
     image, rendered = torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]]])
     templates = [torch.tensor([-2.0])]
-    terms = drmm_objective(cfg, logits, torch.tensor([0]), logits, image, rendered, templates)
+    ctx = StepContext(logits, torch.tensor([0]), logits, image, rendered, templates,
+                      loss_cfg=LossConfig())
+    terms = drmm_objective(ctx, weights)
     assert set(terms) == {"loss", "ce", "rc", "kl", "nn"}
     assert terms["rc"].item() == pytest.approx(5.0)
     assert terms["nn"].item() == pytest.approx(4.0)
     expected = 2 * terms["ce"] + 0.5 * 5.0 + 0.25 * terms["kl"] + 3.0 * 4.0
     assert terms["loss"].item() == pytest.approx(expected.item())
-    supervised = drmm_objective(cfg, logits, torch.tensor([0]))
-    assert set(supervised) == {"loss", "ce"}
+    supervised = drmm_objective(StepContext(logits, torch.tensor([0])), {"ce": 2.0})
+    assert set(supervised) == {"loss", "ce"}  # no term reads what the context lacks
     assert supervised["loss"].item() == pytest.approx(2 * math.log(4 / 3))
-    balanced = drmm_objective(LossConfig(alpha_bal=0.5), logits, torch.tensor([0]), logits,
-                              image, rendered, templates)
-    assert balanced["bal"].item() == pytest.approx(class_balance(logits).item())
-    plain = drmm_objective(LossConfig(), logits, torch.tensor([0]), logits, image, rendered,
-                           templates)
-    assert "bal" not in plain
-    expected = plain["loss"] + 0.5 * balanced["bal"]
-    assert balanced["loss"].item() == pytest.approx(expected.item())
+
+
+def test_terms_are_summed_in_the_tables_order_at_their_weights():
+    """The loss is built term by term in TERMS's order, each weight times its term, exactly
+    (the order of a float sum is part of a run's numbers)."""
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])  # (B, K), (B,)
+    x, xr, z = torch.rand(6, 1, 8, 8), torch.rand(6, 1, 8, 8), [torch.randn(6, 2, 4, 4)]
+    ctx = StepContext(logits, y, logits, x, xr, z, loss_cfg=LossConfig())
+    weights = {"ce": 1.0, "rc": 0.2, "kl": 1.0, "nn": 1.0}
+    terms = drmm_objective(ctx, weights)
+    by_hand = 1.0 * terms["ce"]
+    for name in ("rc", "kl", "nn"):
+        by_hand = by_hand + weights[name] * terms[name]
+    assert torch.equal(terms["loss"], by_hand)
+    assert list(terms) == ["loss", "ce", "rc", "kl", "nn"]
 
 
 def test_consistency_targets_the_weak_views_class_where_it_is_sure():
@@ -135,7 +110,7 @@ def test_consistency_targets_the_weak_views_class_where_it_is_sure():
     assert consistency(strong, weak, 0.95).item() == pytest.approx(by_hand)
     consistency(strong, weak, 0.95).backward()
     assert weak.grad is None and strong.grad[1].abs().sum() == 0 and strong.grad[0, 0] < 0
-    terms = drmm_objective(LossConfig(alpha_rc=0, alpha_nn=0, alpha_kl=0), weak,
-                           torch.tensor([0, 1]), weak, logits_strong=strong, logits_weak=weak,
-                           con_weight=2.0)
+    ctx = StepContext(weak, torch.tensor([0, 1]), weak, logits_strong=strong, logits_weak=weak,
+                      loss_cfg=LossConfig())
+    terms = drmm_objective(ctx, {"ce": 1.0, "con": 2.0})
     assert terms["loss"].item() == pytest.approx(terms["ce"].item() + 2 * terms["con"].item())

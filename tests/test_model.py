@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drmm.losses import LossConfig, drmm_objective
+from drmm.losses import LossConfig, StepContext, drmm_objective
 from drmm.model import ARCHS, DRMM, Conv, DRMMLayer, MaxPool, ModelConfig, feature_sizes
 
 # Each variant at the input size it is meant for (Table 6), and its channels.
@@ -47,8 +47,9 @@ def test_every_parameter_gets_a_gradient(arch):
     model, x = make(arch)
     bu_l, bu_u = model.bottom_up(x[:2]), model.bottom_up(x[2:])
     td = model.top_down(bu_u)
-    terms = drmm_objective(LossConfig(), bu_l.logits, torch.tensor([1, 2]), bu_u.logits, x[2:],
-                           td.image, td.templates)
+    ctx = StepContext(bu_l.logits, torch.tensor([1, 2]), bu_u.logits, x[2:], td.image,
+                      td.templates, loss_cfg=LossConfig())
+    terms = drmm_objective(ctx, {"ce": 1.0, "rc": 0.2, "kl": 1.0, "nn": 1.0})
     terms["loss"].backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_arrays, write_yaml
 from PIL import Image
 
 import drmm
@@ -17,7 +18,6 @@ from drmm.data import choose_labeled, load_dataset, read_indices
 from drmm.data.folder import load_folder
 from drmm.data.preprocess import channel_stats
 from drmm.errors import DRMMError
-from tests.reliability_util import tiny_arrays, write_yaml
 
 CLASSES = ["cat", "dog", "eel", "fox"]  # sorted, as the loader orders them
 

@@ -1,13 +1,12 @@
-"""The recipe options of issue 13: KL warm-up, the weight average (EMA), translations, and the
-top-down pass of labeled images from their label."""
+"""The recipe's additions to the paper's step: augmentations, the consistency term's strong
+views; and runs of options that were removed, which still load and resume."""
 
-import copy
 import itertools
 import math
 
 import pytest
 import torch
-from reliability_util import (
+from helpers import (
     REAL_STEP_TERMS,
     assert_same_run,
     crash,
@@ -16,28 +15,19 @@ from reliability_util import (
     tiny_dataset,
 )
 
-import drmm.train
-from drmm.checkpoint import load_checkpoint, load_trained_model
+import drmm.step
+from drmm.checkpoint import load_checkpoint, save_checkpoint
+from drmm.config import Config, apply_overrides
 from drmm.data.augment import augment, cutout, random_affine, strong_view
-from drmm.losses import LossConfig, drmm_objective
+from drmm.errors import DRMMError
 from drmm.model import DRMM, ModelConfig
-from drmm.train import prepare, recompute_bn, step_terms, train, warmup
+from drmm.step import Batch, ramp, step_terms, step_weights
+from drmm.train import train
 
 
-def test_warmup_ramps_linearly_and_none_is_one():
-    assert [warmup(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
-    assert warmup(0, 0) == 1.0  # no warm-up: the full weight from the first step
-
-
-def test_kl_scale_multiplies_only_the_kl_weight():
-    torch.manual_seed(0)
-    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])  # (B, K), (B,)
-    x, xr, z = torch.rand(6, 1, 8, 8), torch.rand(6, 1, 8, 8), [torch.randn(6, 2, 4, 4)]
-    full = drmm_objective(LossConfig(), logits, y, logits, x, xr, z)
-    half = drmm_objective(LossConfig(), logits, y, logits, x, xr, z, kl_scale=0.5)
-    assert torch.equal(full["kl"], half["kl"])  # the term is logged unscaled
-    torch.testing.assert_close(full["loss"] - half["loss"], 0.5 * LossConfig().alpha_kl
-                               * full["kl"])
+def test_ramp_rises_linearly_and_none_is_one():
+    assert [ramp(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert ramp(0, 0) == 1.0  # no ramp: the full value from the first step
 
 
 @pytest.mark.parametrize("mode, pad, mirrors", [("crop_flip", 4, (0, 1)), ("translate", 2, (0,))])
@@ -115,14 +105,15 @@ def test_consistency_term_trains_on_the_strong_view(monkeypatch):
     model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
     data = tiny_dataset()
     x_unl = data.x_train[5:10]
-    terms = step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl,
-                       x_strong=strong_view(x_unl))
+    batch = Batch(data.x_train[:5], data.y_train[:5], x_unl, x_strong=strong_view(x_unl))
+    terms = step_terms(model, cfg, batch, step_weights(cfg, 0, 8))
     assert terms["con"].item() > 0 and torch.isfinite(terms["loss"])
     terms["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    assert "con" in step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl)  # own views
+    batch.x_strong = None  # the step makes its own views
+    assert "con" in step_terms(model, cfg, batch, step_weights(cfg, 0, 8))
     cfg.train.consistency = 0.0
-    assert "con" not in step_terms(model, cfg, data.x_train[:5], data.y_train[:5], x_unl)
+    assert "con" not in step_terms(model, cfg, batch, step_weights(cfg, 0, 8))
 
 
 def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch):
@@ -136,59 +127,36 @@ def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch
     inject(monkeypatch, crash, {13})
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, out, data=tiny_dataset(), progress=False)
-    monkeypatch.setattr(drmm.train, "step_terms", REAL_STEP_TERMS)
+    monkeypatch.setattr(drmm.step, "step_terms", REAL_STEP_TERMS)
     train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(ref, out)
 
 
-@pytest.mark.parametrize("render_from", ["c_hat", "label"])
-def test_labeled_images_are_rendered_from_what_render_from_says(render_from, monkeypatch):
-    cfg = tiny_config()
-    cfg.loss.unsup_on, cfg.loss.render_from = "all", render_from
-    model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
-    classes = []
-    real = model.top_down
-
-    def top_down(bu, c=None):
-        classes.append(bu.c_hat if c is None else c)
-        return real(bu, c)
-
-    monkeypatch.setattr(model, "top_down", top_down)
-    data = tiny_dataset()
-    y = (data.y_train[:5] + 1) % 4  # labels the untrained model does not all predict
-    step_terms(model, cfg, data.x_train[:5], y, data.x_train[5:10])
-    labeled = classes[1]  # top_down is called for the unlabeled half first
-    assert torch.equal(labeled, y) == (render_from == "label")
-
-
-def test_ema_run_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
-    """With train.ema the checkpoint's model is the average (what eval and predict load), the
-    SGD weights are kept beside it, and a crashed run resumes to the same end bit for bit."""
-    cfg = tiny_config(ema=0.8, checkpoint_every=3, kl_warmup=1)
-    ref = tmp_path / "ref"
+def test_a_run_of_a_removed_option_loads_and_resumes_with_a_note(tmp_path, monkeypatch, capsys):
+    """A checkpoint of a version that had the weight average (and a KL warm-up): its config
+    drops the keys with one line saying so, its SGD weights ("online_model") continue, to
+    the end an uninterrupted run reaches."""
+    cfg = tiny_config(checkpoint_every=3)
+    ref, run = tmp_path / "ref", tmp_path / "run"
     train(cfg, ref, data=tiny_dataset(), progress=False)
-    state = load_checkpoint(ref / "checkpoint.pt")
-    average, online = state["model"], state["online_model"]
-    assert average.keys() == online.keys()
-    assert not torch.equal(average["layers.0.conv.weight"], online["layers.0.conv.weight"])
-    assert not torch.equal(average["layers.0.bn.running_mean"],
-                           online["layers.0.bn.running_mean"])  # its own BN statistics
-    model, _, _ = load_trained_model(ref)
-    assert torch.equal(model.state_dict()["layers.0.conv.weight"], average["layers.0.conv.weight"])
-
-    out = tmp_path / "run"
     inject(monkeypatch, crash, {13})
     with pytest.raises(RuntimeError, match="injected crash"):
-        train(cfg, out, data=tiny_dataset(), progress=False)
-    # Its last checkpoint is mid-epoch (epoch 2, step 3): the average saved there carries
-    # BatchNorm statistics measured for its own weights, as at an epoch's end.
-    mid, _, _ = load_trained_model(out)
-    measured = copy.deepcopy(mid)
-    recompute_bn(measured, prepare(copy.deepcopy(cfg), tiny_dataset())[0].x_train)
-    assert torch.allclose(mid.state_dict()["layers.0.bn.running_mean"],
-                          measured.state_dict()["layers.0.bn.running_mean"])
-    monkeypatch.setattr(drmm.train, "step_terms", REAL_STEP_TERMS)
-    train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
-    assert_same_run(ref, out)
-    assert all(torch.equal(v, load_checkpoint(out / "checkpoint.pt")["online_model"][k])
-               for k, v in online.items())
+        train(cfg, run, data=tiny_dataset(), progress=False)
+    monkeypatch.setattr(drmm.step, "step_terms", REAL_STEP_TERMS)
+    state = load_checkpoint(run / "checkpoint.pt")  # as an older version wrote it:
+    state["config"]["version"] = 5
+    state["config"]["train"].update(ema=0.98, kl_warmup=0.0)
+    state["config"]["loss"].update(alpha_bal=0.0, kl_threshold=0.0, render_from="c_hat")
+    state["online_model"] = state["model"]  # the SGD weights, and their average as "model"
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(run / "checkpoint.pt", state)
+    capsys.readouterr()
+    train(cfg, run, resume=True, data=tiny_dataset(), progress=False)
+    note = [line for line in capsys.readouterr().err.splitlines() if "no longer has" in line]
+    assert len(note) == 1 and "train.ema" in note[0] and "kl_warmup" not in note[0]  # was off
+    assert_same_run(ref, run)
+
+
+def test_a_removed_option_in_a_config_file_is_a_clear_error():
+    with pytest.raises(DRMMError, match=r"train.ema \(removed: it measured no gain"):
+        apply_overrides(Config(), {"train": {"ema": 0.99}}, source="x.yaml")

@@ -1,4 +1,4 @@
-"""Fault injection (issue 6, docs/reliability.md): crashes, full disks, NaNs, bad input, corrupt
+"""Fault injection (docs/reliability.md): crashes, full disks, NaNs, bad input, corrupt
 downloads and malicious checkpoints. Each test injects one fault and checks what the user sees
 and that nothing is lost. The SIGKILL tests, which need subprocesses, are in
 test_reliability_crash.py.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reliability_util import (
+from helpers import (
     REAL_STEP_TERMS,
     assert_same_run,
     cli_train_args,
@@ -34,7 +34,7 @@ from reliability_util import (
 )
 
 import drmm.checkpoint
-import drmm.train
+import drmm.step
 from drmm.checkpoint import load_checkpoint
 from drmm.cli import main
 from drmm.config import Config
@@ -84,7 +84,7 @@ class InfGrad(torch.autograd.Function):
 
 def test_checkpoint_holds_everything_to_continue(reference):
     state = load_checkpoint(reference / "checkpoint.pt")
-    assert state["format"] == drmm.train.CHECKPOINT_FORMAT
+    assert state["format"] == drmm.checkpoint.CHECKPOINT_FORMAT
     assert {"model", "optimizer", "scheduler", "epoch", "step", "data_rng", "sums", "config",
             "labeled_indices", "history", "skipped"} <= state.keys()
     assert {"torch", "numpy", "python"} <= state["rng"].keys()
@@ -104,7 +104,7 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch,
         train(tiny_config(checkpoint_every=3), out, data=tiny_dataset(), progress=False)
     state = load_checkpoint(out / "checkpoint.pt")
     assert (state["epoch"], state["step"]) == (1, 3)
-    monkeypatch.setattr(drmm.train, "step_terms", REAL_STEP_TERMS)
+    monkeypatch.setattr(drmm.step, "step_terms", REAL_STEP_TERMS)
     train(tiny_config(checkpoint_every=3), out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(reference, out)
 

@@ -1,4 +1,4 @@
-"""A real crash: `drmm train` processes killed with SIGKILL (issue 6, docs/reliability.md).
+"""A real crash: `drmm train` processes killed with SIGKILL (docs/reliability.md).
 
 1. Killed in the middle of an epoch, at a moment the test does not choose (it polls for a
    mid-epoch checkpoint, then sends SIGKILL); `drmm train --resume RUN_DIR` then finishes the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_util import assert_same_run, cli_train_args, tiny_arrays, write_npz, write_yaml
+from helpers import assert_same_run, cli_train_args, tiny_arrays, write_npz, write_yaml
 
 from drmm.cli import main
 
@@ -35,12 +35,12 @@ POLL_TIMEOUT_S = 600  # generous: the machine may be busy with other work
 # has time to see a mid-epoch checkpoint and kill the process before the epoch ends.
 SLOW_CHILD = """
 import sys, time
-import drmm.train
-real = drmm.train.step_terms
+import drmm.step
+real = drmm.step.step_terms
 def slow(*args, **kwargs):
     time.sleep(float(sys.argv[1]))
     return real(*args, **kwargs)
-drmm.train.step_terms = slow
+drmm.step.step_terms = slow
 from drmm.cli import main
 sys.exit(main(sys.argv[2:]))
 """

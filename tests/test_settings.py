@@ -10,25 +10,26 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import tiny_config, tiny_dataset
 
-import drmm.train
+import drmm.step
+from drmm.checkpoint import Checkpointer, RunState, load_run_state
 from drmm.config import PAPER_SCHEDULE, SCHEDULE_KEYS, Config, load_yaml, preset
 from drmm.data import load_dataset
 from drmm.data.preprocess import channel_stats
 from drmm.errors import DRMMError
 from drmm.evaluate import save_image_grid
-from drmm.losses import LossConfig, drmm_objective
+from drmm.losses import LossConfig, StepContext, drmm_objective
 from drmm.model import DRMM, ModelConfig
 from drmm.reproduce import SCHEDULES, TABLES
 from drmm.reproduce.plan import plan
-from drmm.run_state import load_run_state
-from drmm.train import Checkpointer, RunState, epoch_order, step_terms, train
-from tests.reliability_util import tiny_config, tiny_dataset
+from drmm.step import Batch, epoch_order, step_terms, step_weights
+from drmm.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 APPENDIX_A = dict(optimizer="sgd", lr=0.2, lr_final=1e-4, decay="exp", momentum=0.0,
                   epochs=500, batch_size=100, labeled_batch=None,  # written out, not imported
-                  unlabeled=None, augment="none", kl_warmup=0.0, ema=0.0,  # the paper: none
+                  unlabeled=None, augment="none",  # the paper: none
                   graph_prior=0.0, consistency=0.0)
 
 
@@ -149,11 +150,11 @@ def test_force_resume_with_another_decay_plans_that_decay(tmp_path):
 def test_supervised_only_never_gathers_an_unlabeled_batch(tmp_path, monkeypatch):
     seen = []
 
-    def spy(model, cfg, x_lab, y_lab, x_unl, *rest):
-        seen.append(x_unl)
-        return step_terms(model, cfg, x_lab, y_lab, x_unl, *rest)
+    def spy(model, cfg, batch, weights):
+        seen.append(batch.x_unl)
+        return step_terms(model, cfg, batch, weights)
 
-    monkeypatch.setattr(drmm.train, "step_terms", spy)
+    monkeypatch.setattr(drmm.step, "step_terms", spy)
     train(tiny_config(supervised_only=True), tmp_path / "run", data=tiny_dataset(),
           progress=False)
     assert seen and all(x is None for x in seen)
@@ -164,11 +165,11 @@ def test_labeled_batch_sets_each_steps_make_up(tmp_path, monkeypatch):
     one pass over the unlabeled set, and each labeled image comes round in turn."""
     seen = []
 
-    def spy(model, cfg, x_lab, y_lab, x_unl, *rest):
-        seen.append((len(x_lab), len(x_unl)))
-        return step_terms(model, cfg, x_lab, y_lab, x_unl, *rest)
+    def spy(model, cfg, batch, weights):
+        seen.append((len(batch.x_lab), len(batch.x_unl)))
+        return step_terms(model, cfg, batch, weights)
 
-    monkeypatch.setattr(drmm.train, "step_terms", spy)
+    monkeypatch.setattr(drmm.step, "step_terms", spy)
     data = tiny_dataset()
     train(tiny_config(epochs=1, batch_size=21, labeled_batch=5), tmp_path / "run", data=data,
           progress=False)
@@ -181,7 +182,8 @@ def test_labeled_batch_sets_each_steps_make_up(tmp_path, monkeypatch):
 def test_terms_at_weight_zero_are_not_computed(monkeypatch):
     lc = LossConfig(alpha_rc=0.0, alpha_kl=1.0, alpha_nn=0.0)
     logits = torch.randn(4, 3)
-    terms = drmm_objective(lc, logits, torch.tensor([0, 1, 2, 0]), logits, None, None, None)
+    ctx = StepContext(logits, torch.tensor([0, 1, 2, 0]), logits, loss_cfg=lc)
+    terms = drmm_objective(ctx, {"ce": 1.0, "rc": 0.0, "kl": 1.0, "nn": 0.0})
     assert set(terms) == {"loss", "ce", "kl"}
     model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
     calls = []
@@ -189,12 +191,13 @@ def test_terms_at_weight_zero_are_not_computed(monkeypatch):
     cfg = tiny_config()
     cfg.loss = lc
     x = torch.rand(4, 1, 8, 8)
-    terms = step_terms(model, cfg, x, torch.tensor([0, 1, 2, 3]), x)
+    terms = step_terms(model, cfg, Batch(x, torch.tensor([0, 1, 2, 3]), x),
+                       step_weights(cfg, 0, 8))
     assert not calls and set(terms) == {"loss", "ce", "kl"}  # no top-down pass at all
 
 
 def test_unlabeled_subset_is_taken_before_preprocessing(tmp_path):
-    from tests.reliability_util import write_npz
+    from helpers import write_npz
 
     npz = write_npz(tmp_path / "d.npz")
     sub = load_dataset(npz, preprocess="standardize", unlabeled=40, seed=3)
@@ -218,7 +221,7 @@ def test_non_finite_weights_raise_on_every_rank(tmp_path):
         model.classifier.weight.fill_(float("nan"))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
-    ckpt = Checkpointer(tmp_path / "c.pt", model, model, opt, sched, torch.device("cpu"),
+    ckpt = Checkpointer(tmp_path / "c.pt", model, opt, sched, torch.device("cpu"),
                         is_main=False, steps_per_epoch=4, fixed={}, last_saved=None)
     with pytest.raises(DRMMError, match="non-finite"):
         ckpt.save(RunState(epoch=1))

@@ -5,68 +5,90 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import fabricated, tiny_config
 
+import drmm.losses
 from drmm.config import preset
-from drmm.data import Dataset
 from drmm.evaluate import confusion, error_rate, worst_confusion
+from drmm.losses import TERMS, Term
 from drmm.model import DRMM, ModelConfig
-from drmm.train import (
+from drmm.records import describe_confusion
+from drmm.step import (
+    Batch,
     Objective,
-    describe_confusion,
     epoch_order,
+    make_batch,
     make_optimizer,
+    paper_step,
     step_terms,
-    train,
+    step_weights,
     train_step,
 )
-
-
-def fabricated(n: int = 120, size: int = 12, seed: int = 0) -> Dataset:
-    """Two classes of 12x12 images: a bright blob top-left or bottom-right, with noise."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2  # (N,)
-    x = 0.1 * torch.rand(n, 1, size, size, generator=g)  # (N, 1, H, W)
-    x[y == 0, :, 2:6, 2:6] += 0.8
-    x[y == 1, :, 6:10, 6:10] += 0.8
-    return Dataset("fabricated", x[:80], y[:80], x[80:], y[80:], num_classes=2)
-
-
-def tiny_config(**train):
-    cfg = preset("digits")
-    cfg.model.arch = "conv_tiny"
-    cfg.train.labels, cfg.train.batch_size, cfg.train.epochs = 10, 20, 2
-    cfg.train.consistency = 0.0  # the digits preset's L_CON: its own tests turn it on
-    cfg.train.tensorboard = False
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg
+from drmm.train import train
 
 
 @pytest.mark.parametrize("supervised_only", [False, True])
 def test_thirty_steps_lower_the_loss(supervised_only):
     data = fabricated()
-    cfg = tiny_config(supervised_only=supervised_only, lr=0.05, lr_final=0.05)
+    cfg = tiny_config(supervised_only=supervised_only, lr=0.05, lr_final=0.05, augment="none")
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = 1, 12, 2
     torch.manual_seed(0)
     model = DRMM(cfg.model)
     opt, sched = make_optimizer(model, cfg, 30)
     labeled = torch.arange(10)
     lab_order, unl_order = epoch_order(labeled, 80, torch.Generator().manual_seed(0))
-    fixed = (data.x_train[:10], data.y_train[:10], data.x_train[10:20])
+    weights = step_weights(cfg, 0, 8)
+    fixed = Batch(data.x_train[:10], data.y_train[:10],
+                  None if supervised_only else data.x_train[10:20])
 
     def loss_on_fixed_batch():
         with torch.no_grad():
-            return step_terms(model, cfg, *fixed)["loss"].item()
+            return step_terms(model, cfg, fixed, weights)["loss"].item()
 
     before = loss_on_fixed_batch()
     stepper = Objective(model, cfg)
     for step in range(30):
-        il, iu = lab_order[(step % 8) * 10:][:10], unl_order[(step % 8) * 10:][:10]
-        x_unl = None if supervised_only else data.x_train[iu]
-        terms = train_step(stepper, model, opt, sched, (data.x_train[il], data.y_train[il], x_unl))
+        batch = make_batch(cfg, data.x_train, data.y_train, (lab_order, unl_order), step % 8,
+                           weights)
+        terms = train_step(stepper, model, opt, sched, batch, weights)
         want = {"loss", "ce"} if supervised_only else {"loss", "ce", "rc", "kl", "nn"}
         assert set(terms) == want
     assert loss_on_fixed_batch() < before - 0.1
+
+
+def test_a_term_defined_outside_drmm_trains_and_is_logged(tmp_path, monkeypatch):
+    """The objective's seam: a term is a function of the step's context and a weight; one
+    defined here enters the loss of a real run and its log, with no change to drmm/."""
+
+    def small_scores(ctx):  # a toy term: the unlabeled images' class scores, squared
+        return ctx.logits_unsup.pow(2).mean()  # ()
+
+    monkeypatch.setitem(drmm.losses.TERMS, "toy", Term(small_scores, weight=0.5))
+    cfg = tiny_config()
+    train(cfg, tmp_path, data=fabricated(), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lc = cfg.loss
+    for r in records:  # an epoch's mean loss is the weighted sum of its terms' means
+        assert r["train_loss"] == pytest.approx(
+            lc.alpha_h * r["train_ce"] + lc.alpha_rc * r["train_rc"] + lc.alpha_kl * r["train_kl"]
+            + lc.alpha_nn * r["train_nn"] + 0.5 * r["train_toy"], rel=1e-4, abs=1e-6)
+        assert r["train_toy"] > 0
+
+
+def test_step_weights_are_the_config_at_a_step():
+    cfg = tiny_config(graph_prior=2.0, consistency=0.5)
+    at = [step_weights(cfg, step, 10) for step in (0, 15, 25)]  # 10 steps an epoch
+    assert [w["graph"] for w in at] == [1.0, pytest.approx(0.25), 0.0]  # falls over 2 epochs
+    assert all(w["con"] == 0.5 and w["rc"] == cfg.loss.alpha_rc for w in at)
+    cfg.train.supervised_only = True
+    assert step_weights(cfg, 0, 10) == {"ce": cfg.loss.alpha_h}
+
+
+def test_the_paper_step_has_the_papers_terms_alone():
+    mnist = preset("mnist")  # adds the graph prior and the consistency term
+    weights = step_weights(paper_step(mnist), 0, 10)
+    assert {k for k, w in weights.items() if w} == {k for k, t in TERMS.items() if t.paper}
+    assert mnist.train.consistency == 1.0 and mnist.train.graph_prior == 1.0  # not changed
 
 
 def test_reconstruction_error_falls(tmp_path):
@@ -98,7 +120,7 @@ def test_run_folder_contents(tmp_path):
     true, pred, n = saved["worst_confusion"]  # the largest mix-up, within the 40 test images
     assert true != pred and 0 <= n <= round(saved["test_error"] * 40)
     idx = np.load(tmp_path / "labeled_indices.npy")
-    assert len(idx) == 10 and np.bincount(fabricated().y_train.numpy()[idx]).tolist() == [5, 5]
+    assert len(idx) == 8 and np.bincount(fabricated().y_train.numpy()[idx]).tolist() == [4, 4]
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 

@@ -5,12 +5,12 @@
 Model used on CIFAR-10; "translate" shifts each image by up to 2 pixels each way, no flip (for
 digits, where a mirror image is another symbol); "affine" adds to those shifts a rotation and a
 rescaling, resampled bilinearly, for the slant and size of handwriting that a few labeled
-digits do not cover (issue 13; on MNIST-100 it ended worse than translate alone, results/recipe.md
-section 11). The DRMM paper used none of them. Both halves of
-the batch are augmented: the reconstruction target of an unlabeled image is the image the model
-was shown. `strong_view` is the second view of the optional consistency term (drmm/losses.py,
-L_CON): "affine" and a square cut out. The draws come from torch's global generator on the
-batch's device, which the checkpoint saves, so a resumed run stays exact.
+digits do not cover (on MNIST-100 it ended worse than translate alone: docs/recipe.md). The DRMM
+paper used none of them. Both halves of the batch are augmented: the reconstruction target of an
+unlabeled image is the image the model was shown. `strong_view` is the second view of the
+optional consistency term (drmm/losses.py, L_CON): "affine" and a square cut out. The draws come
+from torch's global generator on the batch's device, which the checkpoint saves, so a resumed run
+stays exact.
 """
 
 from __future__ import annotations

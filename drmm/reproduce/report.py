@@ -84,8 +84,8 @@ def describe_settings(config: dict, n_unlabeled: list[int] | None = None) -> str
             f" {t.get('momentum')}) lr {t.get('lr')} -> {t.get('lr_final')}"
             f" {DECAY_WORDS.get(decay, decay)}, batch {t.get('batch_size')}"
             f" ({labeled_share(t)}), N_U = {n_u}, preprocess {t.get('preprocess', 'none')},"
-            f" augment {t.get('augment', 'none')}, KL warm-up {t.get('kl_warmup', 0.0)} epochs,"
-            f" weight average {t.get('ema', 0.0) or 'none'},"
+            f" augment {t.get('augment', 'none')}, graph prior {t.get('graph_prior', 0.0)}"
+            f" epochs, consistency weight {t.get('consistency', 0.0)},"
             f" {config.get('model', {}).get('arch')} on {t.get('dataset')}")
 
 

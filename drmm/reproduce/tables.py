@@ -8,8 +8,8 @@
 
 A schedule names a complete set of training settings per table (every key of
 drmm.config.SCHEDULE_KEYS: optimiser, rates, decay shape, momentum, epochs, batch, N_U,
-augmentation, KL warm-up, weight average), so a planned run inherits none of them from the data
-set's preset. "paper" is Appendix A's; "cpu-hour" (table1 only) is the MNIST preset's recipe.
+augmentation, graph prior, consistency term), so a planned run inherits none of them from the
+data set's preset. "paper" is Appendix A's; "cpu-hour" (table1 only) is the MNIST preset's recipe.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Shared helpers of the reliability tests (tests/test_reliability*.py): tiny data and configs,
-and a bit-for-bit comparison of two run folders."""
+"""The tests' shared helpers: tiny data sets and configs, tiny run commands, a bit-for-bit
+comparison of two run folders, and fault injection at the training step's seam."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import drmm.train
+import drmm.step
 from drmm.config import Config, preset
 from drmm.data import Dataset
 from drmm.data import to_tensor_images as to_images
+from drmm.step import paper_step
 
-REAL_STEP_TERMS = drmm.train.step_terms  # the seam the fault injections replace
+REAL_STEP_TERMS = drmm.step.step_terms  # the seam the fault injections replace
 
 # Record fields that measure time, not what was computed: they differ between equal runs.
 TIMING = {"epoch_seconds", "images_per_s", "wall_seconds"}
@@ -47,6 +48,16 @@ def tiny_dataset(**kw) -> Dataset:
                    num_classes=int(a["y_train"].max()) + 1)
 
 
+def fabricated(n: int = 120, size: int = 12, seed: int = 0) -> Dataset:
+    """Two classes of 12x12 images: a bright blob top-left or bottom-right, with noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2  # (N,)
+    x = 0.1 * torch.rand(n, 1, size, size, generator=g)  # (N, 1, H, W)
+    x[y == 0, :, 2:6, 2:6] += 0.8
+    x[y == 1, :, 6:10, 6:10] += 0.8
+    return Dataset("fabricated", x[:80], y[:80], x[80:], y[80:], num_classes=2)
+
+
 def write_npz(path: Path, **overrides) -> str:
     """A prepared-arrays file of tiny_arrays(), with some arrays replaced; returns npz:PATH."""
     arrays = {**tiny_arrays(), **overrides}
@@ -55,11 +66,11 @@ def write_npz(path: Path, **overrides) -> str:
 
 
 def tiny_config(**train) -> Config:
-    """conv_tiny, 8 labels, batch 20 (8 steps per epoch on tiny_dataset()), 2 epochs."""
-    cfg = preset("digits")
+    """The paper's step on the digits preset's schedule, shrunk: conv_tiny, 8 labels, batch 20
+    (8 steps per epoch on tiny_dataset()), 2 epochs; `train` overrides train settings."""
+    cfg = paper_step(preset("digits"))  # a term a preset adds is switched on by its own tests
     cfg.model.arch = "conv_tiny"
     cfg.train.labels, cfg.train.batch_size, cfg.train.epochs = 8, 20, 2
-    cfg.train.consistency = 0.0  # the digits preset's L_CON: its own tests turn it on
     cfg.train.lr, cfg.train.lr_final = 0.1, 0.01
     cfg.train.tensorboard = False
     for k, v in train.items():
@@ -109,14 +120,14 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def inject(monkeypatch, fault, at_calls):
-    """Replace drmm.train.step_terms: call number n (from 1) in at_calls gets fault(terms)."""
+    """Replace drmm.step.step_terms: call number n (from 1) in at_calls gets fault(terms)."""
     calls = itertools.count(1)
 
     def step_terms(*args, **kwargs):
         terms = REAL_STEP_TERMS(*args, **kwargs)
         return fault(terms) if next(calls) in at_calls else terms
 
-    monkeypatch.setattr(drmm.train, "step_terms", step_terms)
+    monkeypatch.setattr(drmm.step, "step_terms", step_terms)
 
 
 def crash(terms):
