@@ -53,7 +53,8 @@ def config_from_args(args, base=None):
     data_dir = flags.get("train", {}).get("data_dir")
     if data_dir is not None:
         require_dir(data_dir, "--data-dir", "pass an existing folder")
-    cfg = base if base is not None else preset(dataset or "digits")
+    channels = flags.get("train", {}).get("channels")  # a folder's preset follows its images
+    cfg = base if base is not None else preset(dataset or "digits", channels)
     if args.config:
         apply_overrides(cfg, load_yaml(args.config), source=args.config)
     apply_overrides(cfg, flags, source="command line")

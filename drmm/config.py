@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from drmm.data.augment import AUGMENTS
+from drmm.data.folder import decide_channels, image_files
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
 from drmm.files import require_file
@@ -69,6 +70,7 @@ class TrainConfig:
     unlabeled: int | None = None  # N_U: a seeded random subset of the training images; None: all
     channels: int | None = None  # folder:DIR: 1 gray, 3 RGB; None: RGB if any file is in colour
     image_size: int | None = None  # folder:DIR: resize every image to this square size, pixels
+    resize: str = "crop"  # how --image-size fits a non-square image: crop (centre square) | squash
     augment: str = PAPER_SCHEDULE["augment"]  # none | crop_flip | translate | affine: augment.py
     epochs: int = PAPER_SCHEDULE["epochs"]  # an epoch = one pass over the unlabeled set
     batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step, labeled and unlabeled
@@ -113,6 +115,7 @@ CHOICES: dict[str, tuple] = {
     "train.bn_mode": ("separate", "joint"),
     "train.precision": ("fp32", "bf16"),
     "train.channels": (None, 1, 3),
+    "train.resize": ("crop", "squash"),
 }
 # Settings a resumed run may change: they move, extend or observe the run, not what it computes.
 FREE_ON_RESUME = frozenset({
@@ -122,7 +125,7 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 6
+CONFIG_VERSION = 7
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
@@ -155,6 +158,14 @@ def without_removed(d: dict, quiet: bool = False) -> dict:
     return d
 
 
+def squash_resize(d: dict) -> dict:
+    """d with train.resize = "squash" where it has no train.resize: what older versions did."""
+    train = d.get("train") or {}
+    if not isinstance(train, dict) or "resize" in train:
+        return d
+    return {**d, "train": {**train, "resize": "squash"}}
+
+
 MIGRATIONS = {
     # 1 -> 2: the keys of RENAMED; labeled_indices, unlabeled, channels, image_size, augment are
     # new (their defaults: what version 1 did).
@@ -167,6 +178,9 @@ MIGRATIONS = {
     4: dict,
     # 5 -> 6: the keys of REMOVED go (without_removed, called with the caller's `quiet`).
     5: dict,
+    # 6 -> 7: train.resize is new; runs before it squashed non-square images (its default, crop,
+    # would change their predictions).
+    6: squash_resize,
 }
 
 
@@ -260,15 +274,33 @@ PRESETS: dict[str, dict] = {
         "loss": MNIST_WEIGHTS,
         "train": dict(labels=None, epochs=20, lr=0.2, lr_final=1e-4),
     },
-    # The user's own images (`--dataset folder:DIR`, drmm/data/folder.py): the labeled/ images
-    # are the labeled set. Adam with cosine decay, no shifts: 99.20 % on MNIST as PNG files with
-    # 100 labels (results/own_data.md).
+    # The user's own images (`--dataset folder:DIR`, drmm/data/folder.py), labels None: the
+    # labeled/ images are the labeled set. A folder of grayscale images gets the mnist preset's
+    # recipe (held on three MNIST-as-PNG label draws: docs/recipe.md); a folder with colour
+    # images gets "folder_photo" (preset() picks by the files).
     "folder": {
         "model": dict(arch="conv_small"),
         "loss": MNIST_WEIGHTS,
-        "train": dict(labels=None, epochs=20, optimizer="adam", lr=1e-3, lr_final=1e-5,
-                      decay="cosine"),
+        "train": dict(CPU_HOUR_MNIST, labels=None),
     },
+    # Colour photos: conv_photo, each channel standardized (the statistics are saved with the
+    # run), random crops and mirror images, the consistency term on turned, mirrored, cut-out
+    # views; no graph prior (pixel neighbours of photos rarely share a class: docs/recipe.md).
+    "folder_photo": {
+        "model": dict(arch="conv_photo"),
+        "loss": MNIST_WEIGHTS,
+        "train": dict(CPU_HOUR_MNIST, labels=None, preprocess="standardize", augment="crop_flip",
+                      graph_prior=0.0),
+    },
+}
+
+
+# What each folder preset adds to the paper's step, in words, for the line that names it.
+PRESET_SUMMARY = {
+    "folder": "conv_small, shifts, 20 labeled + 80 unlabeled a step, graph prior in epoch 1,"
+              " consistency term, Adam, 20 epochs",
+    "folder_photo": "conv_photo, standardized channels, crops and mirror images, consistency"
+                    " term, Adam, 20 epochs",
 }
 
 
@@ -321,17 +353,36 @@ def checked_value(value, hint, name: str, source: str):
                     + (" (finite)" if float in kinds else ""))
 
 
-def preset(dataset: str) -> Config:
-    """Defaults for a data set name, or for `npz:PATH` / `folder:DIR`."""
+def preset(dataset: str, channels: int | None = None, quiet: bool = False) -> Config:
+    """Defaults for a data set name, or for `npz:PATH` / `folder:DIR`. A folder's preset
+    follows its images (`channels` forces 1 or 3): grayscale "folder", colour "folder_photo";
+    one line on stderr says which, unless quiet."""
     key = dataset.split(":", 1)[0] if dataset.startswith(("npz:", "folder:")) else dataset
-    if key not in PRESETS or key in ("npz", "folder") and ":" not in dataset:
-        names = sorted(k for k in PRESETS if k not in ("npz", "folder"))
+    if key not in PRESETS or key in ("npz", "folder", "folder_photo") and ":" not in dataset:
+        names = sorted(k for k in PRESETS if k not in ("npz", "folder", "folder_photo"))
         raise DRMMError(f"unknown dataset {dataset!r}; choose one of {names}, npz:PATH or"
                         " folder:DIR")
+    if key == "folder":
+        key = folder_preset(dataset[len("folder:"):], channels, quiet)
     cfg = Config()
     apply_overrides(cfg, PRESETS[key], source=f"preset {key}")
     cfg.train.dataset = dataset
     return cfg
+
+
+def folder_preset(root: str, channels: int | None, quiet: bool) -> str:
+    """"folder_photo" if the folder holds a colour image (or channels is 3), else "folder"."""
+    files = [p for sub in ("labeled", "unlabeled", "test") if (Path(root) / sub).is_dir()
+             for p in image_files(Path(root) / sub)]
+    if not files:  # not a folder of images: load_folder says what is wrong, with the fix
+        return "folder"
+    key = "folder_photo" if decide_channels(files, channels) == 3 else "folder"
+    if not quiet:
+        kind = ("colour images: the photo" if key == "folder_photo"
+                else "grayscale images: the grayscale")
+        print(f"drmm: note: {root} holds {kind} recipe ({PRESET_SUMMARY[key]}); any flag"
+              " overrides a part of it (README, docs/recipe.md)", file=sys.stderr)
+    return key
 
 
 def load_yaml(path: str | Path) -> dict:

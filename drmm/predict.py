@@ -6,20 +6,23 @@
 whose `x` (or `images`, or `x_test`) array holds uint8 images (N, H, W) or (N, H, W, C). The
 CSV has one row per image: `image` (its path, or its index in the npz), `predicted` (the class
 name), `probability` (of that class), then `p_<class name>` for every class. Images go through
-drmm.load(...).predict: eval mode, the run's preprocessing and resizing. The CSV is written
-atomically: an interrupted run leaves no half-written file.
+drmm.load(...).predict: eval mode, the run's preprocessing and resizing; a folder's files are
+decoded on every core, as training decodes them. The CSV is written atomically: an interrupted
+run leaves no half-written file.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from contextlib import closing, nullcontext
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from drmm.data.folder import IMAGE_SUFFIXES, image_files
+from drmm.data.folder import IMAGE_SUFFIXES, image_files, in_order
 from drmm.data.npz import read_npz
 from drmm.errors import DRMMError
 from drmm.files import atomic_write, check_out_file, require_file
@@ -62,19 +65,23 @@ def image_source(path: str | Path) -> tuple[list[str], object]:
 
 def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
                       batch_size: int, progress: bool) -> int:
-    """Predict batch by batch (a folder is decoded as it goes) into the CSV at out."""
+    """Predict batch by batch (a folder is decoded as it goes, by a pool of threads) into the
+    CSV at out."""
 
     def write(f) -> None:
         text = io.TextIOWrapper(f, encoding="utf-8", newline="")
         rows = csv.writer(text)
         rows.writerow(["image", "predicted", "probability",
                        *[f"p_{c}" for c in predictor.class_names]])
-        with tqdm(total=len(names), disable=not progress, unit="img", leave=False) as bar:
+        files = None if isinstance(source, np.ndarray) else in_order(
+            predictor.read_file, source, ahead=batch_size)  # decodes the next batch meanwhile
+        with tqdm(total=len(names), disable=not progress, unit="img", leave=False) as bar, \
+                nullcontext() if files is None else closing(files):
             for i in range(0, len(names), batch_size):
-                if isinstance(source, np.ndarray):
+                if files is None:
                     batch = source[i:i + batch_size]  # (b, H, W[, C]) uint8
                 else:
-                    batch = np.stack([predictor.read_file(p) for p in source[i:i + batch_size]])
+                    batch = np.stack(list(islice(files, batch_size)))
                 classes, probs = predictor.predict(batch, batch_size)
                 for name, c, p in zip(names[i:i + batch_size], classes.tolist(), probs.tolist(),
                                       strict=True):

@@ -4,8 +4,8 @@ Prediction is the bottom-up E-step alone (section 4.1): q(c|I) = softmax of the 
 with BatchNorm's running statistics (Appendix A). The predictor keeps the model in eval mode on
 every call and predicts under torch.inference_mode, so no call can move a BatchNorm statistic
 and one image at a time gives what one batch gives. It applies the run's own preprocessing
-(statistics stored in the checkpoint) to raw images, and resizes image files and PIL images as
-the run resized its folder (--image-size).
+(statistics stored in the checkpoint) to raw images, and turns upright (EXIF) and resizes image
+files and PIL images as the run did its folder (--image-size, --resize).
 
     predictor = drmm.load("runs/mine")                 # a run folder or a checkpoint file
     classes, probs = predictor.predict(images)        # uint8 (N, H, W[, C]), PIL images, tensors
@@ -37,12 +37,14 @@ class Predictor:
     """A model in eval mode with its class names and preprocessing; `model` is the nn.Module."""
 
     def __init__(self, model: DRMM, class_names: list[str], preprocessor: Preprocessor,
-                 resize: int | None = None, device: str | torch.device = "cpu"):
+                 resize: int | None = None, device: str | torch.device = "cpu",
+                 resize_mode: str = "crop"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.class_names = list(class_names)
         self.preprocessor = preprocessor
         self.resize = resize  # square size image files are resized to (the run's --image-size)
+        self.resize_mode = resize_mode  # how: crop | squash (the run's --resize)
         c, s = model.config.in_channels, model.config.image_size
         self.image_shape = (c, s, s)  # (C, H, W) the model takes
 
@@ -90,12 +92,12 @@ class Predictor:
         return x
 
     def pil_pixels(self, img: Image.Image) -> np.ndarray:
-        """uint8 pixels of a PIL image in the model's mode, resized as the run resized."""
-        return pixels(img, self.image_shape[0], self.resize)
+        """uint8 pixels of a PIL image in the model's mode, upright, resized as the run resized."""
+        return pixels(img, self.image_shape[0], self.resize, self.resize_mode)
 
     def read_file(self, path: Path) -> np.ndarray:
         """uint8 pixels of an image file, decoded and resized as the run's training folder."""
-        return decode(path, self.image_shape[0], self.resize)
+        return decode(path, self.image_shape[0], self.resize, self.resize_mode)
 
 
 def describe(obj) -> str:
@@ -121,4 +123,5 @@ def load(path: str | Path, device: str = "cpu") -> Predictor:
         raise DRMMError(f"{path} predates stored preprocessing statistics ({cfg.train.preprocess}"
                         "); predict with a run trained by this version, or use drmm eval, which"
                         " refits them on the run's data set")
-    return Predictor(model, names, pre, resize=cfg.train.image_size, device=device)
+    return Predictor(model, names, pre, resize=cfg.train.image_size, device=device,
+                     resize_mode=cfg.train.resize)

@@ -66,7 +66,8 @@ def make_batch(cfg: Config, x_train: torch.Tensor, y_train: torch.Tensor,
     x_lab, y_lab, x_unl_shifted = augment((x_train[il], y_train[il], x_unl), t.augment)
     return Batch(
         x_lab, y_lab, x_unl_shifted,
-        x_strong=strong_view(x_unl) if weights.get("con") and x_unl is not None else None,
+        x_strong=(strong_view(x_unl, mirror=t.augment == "crop_flip")
+                  if weights.get("con") and x_unl is not None else None),
         graph=(graph[0][iu], graph[1][iu]) if weights.get("graph") and graph is not None
         else None,
     )
@@ -141,7 +142,8 @@ def e_step(model: DRMM, cfg: Config, batch: Batch, weights: dict[str, float]) ->
         bu_lab, bu_unl = split_bottom_up(model.bottom_up(torch.cat([x_lab, x_unl])), len(x_lab))
     ctx = StepContext(bu_lab.logits, y_lab, loss_cfg=lc, graph=batch.graph)
     if "strong_views" in needs:  # the strong views get their own BatchNorm statistics
-        x_strong = strong_view(x_unl) if batch.x_strong is None else batch.x_strong
+        x_strong = (strong_view(x_unl, mirror=t.augment == "crop_flip") if batch.x_strong is None
+                    else batch.x_strong)  # (B_U, C, H, W)
         ctx.logits_strong, ctx.logits_weak = model(x_strong), bu_unl.logits  # (B_U, K) each
     if batch.graph is not None and lc.unsup_on == "all":  # the labeled images: their labels
         ctx.graph = (torch.cat([y_lab, batch.graph[0]]),  # (B,)

@@ -285,7 +285,7 @@ def prepare(cfg: Config, data: Dataset | None = None):
     given = read_indices(t.labeled_indices) if t.labeled_indices else None  # before the data
     if data is None:
         data = load_dataset(t.dataset, t.data_dir, verify=t.verify, preprocess=t.preprocess,
-                            channels=t.channels, image_size=t.image_size,
+                            channels=t.channels, image_size=t.image_size, resize=t.resize,
                             unlabeled=t.unlabeled, seed=t.seed)
     elif t.unlabeled is not None:
         raise DRMMError("train.unlabeled subsets data sets loaded by name; with a Dataset"

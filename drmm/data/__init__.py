@@ -66,12 +66,12 @@ def to_tensor_images(x: np.ndarray) -> torch.Tensor:
 
 
 def load_arrays(name: str, data_dir=None, verify: bool = True, channels: int | None = None,
-                image_size: int | None = None) -> dict[str, np.ndarray]:
+                image_size: int | None = None, resize: str = "crop") -> dict[str, np.ndarray]:
     """uint8 image arrays and integer labels of a named data set, `npz:PATH` or `folder:DIR`."""
     if name.startswith("npz:"):
         return load_npz(name[4:])
     if name.startswith("folder:"):
-        return load_folder(name[7:], channels=channels, image_size=image_size)
+        return load_folder(name[7:], channels=channels, image_size=image_size, resize=resize)
     if name not in DATASETS:
         raise DRMMError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, npz:PATH"
                         " or folder:DIR")
@@ -118,18 +118,19 @@ def check_dataset(data: Dataset) -> None:
 def load_dataset(name: str, data_dir=None, verify: bool = True,
                  preprocess: str | Preprocessor = "none", channels: int | None = None,
                  image_size: int | None = None, unlabeled: int | None = None,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, resize: str = "crop") -> Dataset:
     """The data set as tensors. `preprocess` is a mode of PREPROCESS, fitted on x_train here, or
-    a fitted Preprocessor (a trained run's) applied as it is. `channels` and `image_size` decode
-    and resize a `folder:DIR` data set. `unlabeled` cuts the training set to a random subset of
-    that many images (drawn with `seed`), before preprocessing is fitted: on the images trained
-    on."""
+    a fitted Preprocessor (a trained run's) applied as it is. `channels`, `image_size` and
+    `resize` (crop | squash) decode and resize a `folder:DIR` data set. `unlabeled` cuts the
+    training set to a random subset of that many images (drawn with `seed`), before
+    preprocessing is fitted: on the images trained on."""
     if isinstance(preprocess, str) and preprocess not in PREPROCESS:  # before any file read
         raise DRMMError(f"preprocess {preprocess!r} unknown; use one of {list(PREPROCESS)}")
     if name.startswith("npz:") or name in DATASETS:
         if channels is not None or image_size is not None:
             raise DRMMError("--channels and --image-size apply to folder:DIR data sets only")
-    arrays = load_arrays(name, data_dir, verify, channels=channels, image_size=image_size)
+    arrays = load_arrays(name, data_dir, verify, channels=channels, image_size=image_size,
+                         resize=resize)
     if unlabeled is not None and unlabeled < len(arrays["y_train"]):
         keep = training_subset(len(arrays["y_train"]), unlabeled, seed)
         arrays = {**arrays, "x_train": arrays["x_train"][keep], "y_train": arrays["y_train"][keep]}
@@ -179,4 +180,5 @@ def load_run_data(cfg, state: dict, name: str | None = None, data_dir=None,
     folder = name.startswith("folder:")
     return load_dataset(name, data_dir, verify=verify, preprocess=pre,
                         channels=cfg.model.in_channels if folder else None,
-                        image_size=cfg.train.image_size if folder else None)
+                        image_size=cfg.train.image_size if folder else None,
+                        resize=cfg.train.resize)

@@ -76,9 +76,13 @@ def cutout(x: torch.Tensor, size: float) -> torch.Tensor:
     return x.masked_fill(inside.unsqueeze(1), 0.0)  # (B, C, H, W)
 
 
-def strong_view(x: torch.Tensor) -> torch.Tensor:
+def strong_view(x: torch.Tensor, mirror: bool = False) -> torch.Tensor:
     """x (B, C, H, W) -> (B, C, H, W): the consistency term's view, turned, zoomed, shifted and
-    with a square cut out (the FixMatch recipe's cutout on top of "affine")."""
+    with a square cut out (the FixMatch recipe's cutout on top of "affine"); with `mirror`
+    (photos: the training augmentation mirrors them too), mirrored left-right half the time."""
+    if mirror:
+        flip = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5  # (B, 1, 1, 1)
+        x = torch.where(flip, x.flip(3), x)  # (B, C, H, W)
     return cutout(random_affine(x, ROTATE, SCALE, SHIFT), CUTOUT)
 
 
