@@ -38,7 +38,8 @@ DATA = {"table1": (1, 28, 60000), "table3": (3, 32, 73257), "table4": (3, 32, 50
 def step_setup(table: str, batch: int, device: torch.device):
     """The table's network and optimiser, and one random batch (labeled half, labels, unlabeled
     half), in the order `step_throughput.time_steps` takes them."""
-    cfg = paper_step(preset(TABLES[table].preset))  # the tables' runs: the paper's step
+    cfg = paper_step(preset(TABLES[table].preset))  # the tables' runs: the paper's step,
+    cfg.model.arch = TABLES[table].arch  # on the paper's network, whatever the preset trains
     channels, size, _ = DATA[table]
     cfg.model.in_channels, cfg.model.image_size = channels, size
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ from drmm.train import train
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func.
 COMMAND_MODULES: list[str] = ["drmm.predict", "drmm.reproduce", "drmm.synthetic.cli",
-                               "drmm.analysis.cli", "drmm.sample"]
+                               "drmm.analysis.cli", "drmm.sample", "drmm.export", "drmm.suggest"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,12 @@
 --images is a folder (every image file under it, any depth, sorted by path) or an .npz file
 whose `x` (or `images`, or `x_test`) array holds uint8 images (N, H, W) or (N, H, W, C). The
 CSV has one row per image: `image` (its path, or its index in the npz), `predicted` (the class
-name), `probability` (of that class), then `p_<class name>` for every class. Images go through
+name), `probability` (of that class), then `p_<class name>` for every class, then `novelty`:
+the image's novelty score over the score's 99th percentile on the run's training images (> 1:
+less typical than 99 % of them; drmm/scores.py). The score is the rendering error under the
+predicted class, or 1 - max p for a run that never learned to render; the summary line names
+it. A checkpoint from before novelty scales were stored gets them from its training data, or
+no novelty column (with a note) where that cannot be loaded. Images go through
 drmm.load(...).predict: eval mode, the run's preprocessing and resizing; a folder's files are
 decoded on every core, as training decodes them. The CSV is written atomically: an interrupted
 run leaves no half-written file.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from contextlib import closing, nullcontext
 from itertools import islice
 from pathlib import Path
@@ -29,6 +35,8 @@ from drmm.files import atomic_write, check_out_file, require_file
 from drmm.predictor import Predictor, load
 
 NPZ_KEYS = ("x", "images", "x_test")  # where an npz of new images keeps them, first found
+NOVELTY_WORDS = {"render": "render (rendering error under the predicted class)",
+                 "softmax": "softmax (1 - max p)"}
 
 
 def register(subparsers) -> None:
@@ -71,8 +79,10 @@ def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
     def write(f) -> None:
         text = io.TextIOWrapper(f, encoding="utf-8", newline="")
         rows = csv.writer(text)
+        with_novelty = predictor.novelty_score is not None
         rows.writerow(["image", "predicted", "probability",
-                       *[f"p_{c}" for c in predictor.class_names]])
+                       *[f"p_{c}" for c in predictor.class_names],
+                       *(["novelty"] if with_novelty else [])])
         files = None if isinstance(source, np.ndarray) else in_order(
             predictor.read_file, source, ahead=batch_size)  # decodes the next batch meanwhile
         with tqdm(total=len(names), disable=not progress, unit="img", leave=False) as bar, \
@@ -82,11 +92,13 @@ def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
                     batch = source[i:i + batch_size]  # (b, H, W[, C]) uint8
                 else:
                     batch = np.stack(list(islice(files, batch_size)))
-                classes, probs = predictor.predict(batch, batch_size)
-                for name, c, p in zip(names[i:i + batch_size], classes.tolist(), probs.tolist(),
-                                      strict=True):
+                pred = predictor.predict(batch, batch_size)
+                novelty = pred.novelty.tolist() if with_novelty else [None] * len(batch)
+                for name, c, p, nov in zip(names[i:i + batch_size], pred.classes.tolist(),
+                                           pred.probabilities.tolist(), novelty, strict=True):
                     rows.writerow([name, predictor.class_names[c], f"{p[c]:.6f}",
-                                   *[f"{v:.6f}" for v in p]])
+                                   *[f"{v:.6f}" for v in p],
+                                   *([f"{nov:.6g}"] if with_novelty else [])])
                 bar.update(len(batch))
         text.flush()
         text.detach()  # leave f open: atomic_write flushes, syncs and renames it
@@ -100,7 +112,13 @@ def cmd_predict(args) -> int:
     if args.batch_size < 1:
         raise DRMMError(f"--batch-size {args.batch_size} must be at least 1")
     predictor = load(args.checkpoint, args.device)
+    if predictor.novelty_score is None:
+        print(f"drmm: note: no novelty column: {predictor.novelty_note}", file=sys.stderr)
     names, source = image_source(args.images)
     n = write_predictions(predictor, names, source, out, args.batch_size, not args.quiet)
-    print(f"wrote {out}: predictions for {n} images ({len(predictor.class_names)} classes)")
+    novelty = ("" if predictor.novelty_score is None else
+               f"; novelty: {NOVELTY_WORDS[predictor.novelty_score]} over its training 99th"
+               " percentile")
+    print(f"wrote {out}: predictions for {n} images ({len(predictor.class_names)} classes)"
+          f"{novelty}")
     return 0

@@ -55,6 +55,7 @@ from drmm.records import (
     start_run_files,
     write_metrics,
 )
+from drmm.scores import store_novelty_calibration
 from drmm.step import (
     Batch,
     NonFiniteStep,
@@ -259,13 +260,17 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
 
 
 def finish(tr: Trainer) -> dict:
-    """The run's final metrics (metrics.json) and a picture of test images rendered back."""
+    """The run's final metrics (metrics.json), a picture of test images rendered back, and the
+    novelty scale of `drmm predict` (the training images' 99th percentile of the novelty
+    score, in eval mode: drmm/scores.py) added to the checkpoint."""
     metrics = final_metrics(tr.run.history, tr.run.skipped, tr.cfg, len(tr.labeled),
                             len(tr.x_train))
     if tr.dist.is_main:
         write_metrics(tr.out, metrics)
         save_reconstructions(tr.model, tr.x_test if tr.x_test is not None else tr.x_train,
                              tr.out / "reconstructions.png")
+        store_novelty_calibration(tr.ckpt.path, tr.model, tr.cfg, tr.x_train,
+                                  tr.cfg.train.eval_batch_size)
     return metrics
 
 

@@ -198,6 +198,31 @@ def test_cifar_bad_checksum_and_truncation(tmp_path):
             cifar10.load_cifar10(tmp_path, verify=False)
 
 
+def test_cifar_arrays_in_data_dir_are_checked_and_used(tmp_path, monkeypatch):
+    """--data-dir with cifar10.npz and no tarball: the arrays, each sha256-checked."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8),
+              "y_train": (np.arange(20) % 10).astype(np.uint8),
+              "x_test": rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8),
+              "y_test": (np.arange(10) % 10).astype(np.uint8)}
+    (tmp_path / "cifar10").mkdir()
+    np.savez(tmp_path / "cifar10" / cifar10.NPZ, **arrays)
+    with pytest.raises(DRMMError, match="x_train is not the official CIFAR-10"):
+        load_dataset("cifar10", tmp_path)
+    monkeypatch.setattr(cifar10, "ARRAY_SHA256", {
+        k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()})
+    data = load_dataset("cifar10", tmp_path)
+    assert data.x_train.shape == (20, 3, 32, 32) and data.num_classes == 10
+    torch.testing.assert_close(data.x_train[3, 1], torch.from_numpy(arrays["x_train"][3, :, :, 1])
+                               .float() / 255)
+
+
+def test_cifar_arrays_of_the_shared_copy(shared_data):
+    a = cifar10.load_cifar10(shared_data)
+    assert a["x_train"].shape == (50000, 32, 32, 3) and np.bincount(a["y_test"]).tolist() == [
+        1000] * 10
+
+
 def test_cifar_missing_batch(tmp_path):
     write_cifar(tmp_path / "c.tar.gz", members=["data_batch_1", "test_batch"])
     with pytest.raises(DRMMError, match="data_batch_2"):
@@ -303,17 +328,27 @@ def test_unknown_preprocess_fails_before_reading_data(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Presets: ConvLarge with Table 6's weights.
+# Presets: Table 6's weights for colour images; SVHN on ConvLarge, CIFAR-10 on the photo
+# recipe's network (Table 4 itself runs ConvLarge: drmm reproduce table4).
 
 
-@pytest.mark.parametrize("name", ["svhn", "cifar10"])
-def test_convlarge_presets(name):
+@pytest.mark.parametrize("name, arch", [("svhn", "conv_large"), ("cifar10", "conv_photo")])
+def test_colour_presets(name, arch):
     cfg = preset(name)
     lo = cfg.loss
-    assert (cfg.model.arch, cfg.model.in_channels, cfg.model.image_size) == ("conv_large", 3, 32)
+    assert (cfg.model.arch, cfg.model.in_channels, cfg.model.image_size) == (arch, 3, 32)
     assert (lo.alpha_h, lo.alpha_rc, lo.alpha_kl, lo.alpha_nn) == (1.0, 0.5, 0.2, 0.5)
     assert cfg.train.preprocess == "standardize" and cfg.train.dataset == name
     model = DRMM(cfg.model)
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert preset("mnist").train.preprocess == "none"  # MNIST stays in [0, 1]
+
+
+def test_table4_runs_convlarge_with_the_papers_weights(tmp_path):
+    from drmm.reproduce.plan import plan
+
+    runs = plan("table4", "paper", ["+KL+NN"], [4000], [0], tmp_path, {}, {})
+    cfg = runs[0].cfg
+    assert cfg.model.arch == "conv_large" and cfg.train.augment == "none"
+    assert (cfg.loss.alpha_rc, cfg.loss.alpha_kl, cfg.train.consistency) == (0.5, 0.2, 0.0)

@@ -251,7 +251,8 @@ def test_predict_csv(folder_run, tmp_path, capsys):
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 24
-    assert list(rows[0]) == ["image", "predicted", "probability", *[f"p_{c}" for c in CLASSES]]
+    assert list(rows[0]) == ["image", "predicted", "probability", *[f"p_{c}" for c in CLASSES],
+                             "novelty"]
     predictor = drmm.load(out)
     files = sorted((root / "test").rglob("*.png"))
     probs = predictor.predict([Image.open(p) for p in files]).probabilities  # (24, 4)

@@ -8,10 +8,15 @@ blue values of a 32x32 image in row-major order, and 'labels', a list of ints 0.
 The batches are read straight out of the tarball (nothing is extracted). Unpickling can run
 code, so a restricted unpickler allows only the few NumPy globals that rebuild an array: a
 tampered file (with --no-verify, or a lookalike in --data-dir) is refused, not executed.
+
+A --data-dir may hold the same images as arrays instead, `cifar10.npz` (x_train (50000, 32, 32,
+3), y_train, x_test, y_test, uint8, in the official order), used when no tarball is there; each
+array is checked against the sha256 of the official images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import tarfile
@@ -30,6 +35,13 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCHES = ["test_batch"]
 SIDE, CHANNELS = 32, 3
+NPZ = "cifar10.npz"  # the official images as arrays, read from --data-dir only
+ARRAY_SHA256 = {  # of each array's bytes, (N, 32, 32, 3) height x width x RGB, uint8
+    "x_train": "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a",
+    "y_train": "2b7cd2f24487317614016b72ffd53071c3062f592f0eb300c18a770d41ae1253",
+    "x_test": "f9b1e2130bab680db56eb06d886f7f1ad0f1183907ceff4659d1735c890f5b04",
+    "y_test": "cec8a24a1e92aa2ecaa0bbd3dbfa86bf6cd8759fbd209a832824c8cf0afca9d5",
+}
 
 # (module, name) pairs an array pickle needs: NumPy 1 wrote numpy.core, NumPy 2 numpy._core;
 # Python 3 pickles of bytes (protocol 2) go through _codecs.encode.
@@ -111,5 +123,32 @@ def read_cifar10_tarball(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_cifar10(data_dir=None, verify: bool = True) -> dict[str, np.ndarray]:
-    """The official tarball, found in --data-dir or the cache, or downloaded, md5-checked."""
+    """The official tarball, found in --data-dir or the cache, or downloaded, md5-checked; or,
+    where --data-dir holds no tarball but cifar10.npz, those arrays, sha256-checked."""
+    if data_dir is not None:
+        folder = Path(data_dir)
+        tarballs = [folder / "cifar10" / ARCHIVE, folder / ARCHIVE]
+        arrays = [folder / "cifar10" / NPZ, folder / NPZ]
+        found = next((p for p in arrays if p.is_file()), None)
+        if found is not None and not any(p.is_file() for p in tarballs):
+            return read_cifar10_npz(found, verify)
     return read_cifar10_tarball(locate(ARCHIVE, MD5, URLS, "cifar10", data_dir, verify))
+
+
+def read_cifar10_npz(path: Path, verify: bool = True) -> dict[str, np.ndarray]:
+    """x_train, y_train, x_test, y_test of a cifar10.npz, each checked against ARRAY_SHA256."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ARRAY_SHA256 if k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise DRMMError(f"{path} cannot be read as an .npz ({e}); replace it, or put the"
+                        f" official {ARCHIVE} in its folder") from e
+    for key, digest in ARRAY_SHA256.items():
+        if key not in arrays:
+            raise DRMMError(f"{path} has no array {key!r}; it is not CIFAR-10 as arrays")
+        if verify and hashlib.sha256(np.ascontiguousarray(arrays[key]).tobytes()).hexdigest() \
+                != digest:
+            raise DRMMError(f"{path}: array {key} is not the official CIFAR-10 (sha256"
+                            " mismatch); replace the file, or put the official"
+                            f" {ARCHIVE} in its folder")
+    return arrays

@@ -61,8 +61,9 @@ def plan(table_name: str, schedule: str, rows: list[str], labels: list[int], see
                 if overrides.get("unlabeled") == 0:
                     train_cfg["unlabeled"] = None  # 0 = the whole training set
                 train_cfg.update({k: v for k, v in free.items() if v is not None})
-                model = {"arch": overrides["arch"]} if overrides.get("arch") else {}
-                apply_overrides(cfg, {"train": train_cfg, "loss": table.rows[row], "model": model},
+                model = {"arch": overrides.get("arch") or table.arch}
+                loss = {**table.weights, **table.rows[row]}
+                apply_overrides(cfg, {"train": train_cfg, "loss": loss, "model": model},
                                 source=f"{table_name} row {row}")
                 validate(cfg)
                 runs.append(Run(row, n, seed, cfg, out / "runs" / run_name(row, n, seed)))

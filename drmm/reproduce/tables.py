@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from drmm.config import CPU_HOUR_MNIST, PAPER_SCHEDULE
+from drmm.config import CPU_HOUR_MNIST, LARGE_WEIGHTS, MNIST_WEIGHTS, PAPER_SCHEDULE
 
 
 @dataclass(frozen=True)
 class Table:
     title: str  # what the table shows
-    preset: str  # drmm.config preset: data set, architecture, Table 6 weights, preprocessing
+    preset: str  # drmm.config preset: the data set and its preprocessing
+    arch: str  # the paper's network (Table 6), whatever the preset trains
+    weights: dict  # Table 6's alpha_H / RC / KL / NN for the data set
     labels: tuple[int, ...]  # the paper's columns, N_L
     rows: dict[str, dict]  # row name -> loss overrides (alpha_kl / alpha_nn = 0 switch a term off)
     paper: dict[str, dict[int, float]]  # row -> N_L -> the paper's test error (%)
@@ -34,6 +36,8 @@ TABLES: dict[str, Table] = {
     "table1": Table(
         title="Table 1: semi-supervised test error on MNIST (N_U = 60,000)",
         preset="mnist",
+        arch="conv_small",
+        weights=MNIST_WEIGHTS,
         labels=(50, 100, 1000),
         rows={"DRMM": dict(alpha_kl=0.0, alpha_nn=0.0), "+NN": dict(alpha_kl=0.0),
               "+KL": dict(alpha_nn=0.0), "+KL+NN": {}},
@@ -50,6 +54,8 @@ TABLES: dict[str, Table] = {
     "table3": Table(
         title="Table 3: semi-supervised test error on SVHN (N_U = 73,257)",
         preset="svhn",
+        arch="conv_large",
+        weights=LARGE_WEIGHTS,
         labels=(500, 1000, 2000),
         rows={"+KL": dict(alpha_nn=0.0), "+KL+NN": {}},
         paper={"+KL": {500: 11.11, 1000: 9.75, 2000: 8.44},
@@ -59,6 +65,8 @@ TABLES: dict[str, Table] = {
     "table4": Table(
         title="Table 4: semi-supervised test error on CIFAR-10 (N_U = 50,000)",
         preset="cifar10",
+        arch="conv_large",
+        weights=LARGE_WEIGHTS,
         labels=(4000, 8000),
         rows={"+KL": dict(alpha_nn=0.0), "+KL+NN": {}},
         paper={"+KL": {4000: 23.24, 8000: 20.95}, "+KL+NN": {4000: 21.50, 8000: 17.16}},
