@@ -40,6 +40,7 @@ from PIL import Image
 
 import drmm.data.folder as folder
 from drmm.data.folder import decode, in_order, load_folder
+from drmm.files import write_json
 
 BUILD_FORMAT = 1  # bump when the generated images change
 ORIENTATIONS = {1: 6, 3: 8}  # image index % 4 -> its EXIF Orientation tag (none for the others)
@@ -186,8 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  200,000 images of 64 px, RGB: uint8 {m['rgb']['uint8_gib']:.1f} GiB, float32"
           f" {m['rgb']['float32_gib']:.1f} GiB")
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(result, indent=2))
+        write_json(a.out, result)
     return result
 
 

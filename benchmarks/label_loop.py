@@ -29,6 +29,7 @@ import torch
 
 from drmm.checkpoint import CHECKPOINT, load_trained_model
 from drmm.config import preset
+from drmm.files import write_json
 from drmm.suggest import SCORES, labeled_union, load_training_set, suggest, write_indices
 from drmm.train import train
 
@@ -137,9 +138,7 @@ def main(argv=None) -> dict:
               "epochs": a.epochs if a.epochs is not None else preset(a.dataset, quiet=True
                                                                      ).train.epochs,
               "summary": summary, "runs": records}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(a.out, result)
     return result
 
 

@@ -26,7 +26,6 @@ first N images of each set (a smoke run).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from drmm import scores
 from drmm.checkpoint import load_trained_model
 from drmm.data import to_tensor_images
 from drmm.data.mnist import load_mnist
+from drmm.files import write_json
 
 SCORES = ("render", "softmax")
 OOD_SETS = ("cifar10_gray", "mnist_inverted", "uniform_noise", "mnist_rot180")
@@ -135,9 +135,7 @@ def main(argv=None) -> dict:
     m = result["mean_auroc"]
     print(f"| mean | {m['render']:.4f} | {m['softmax']:.4f} |"
           f" {max(SCORES, key=m.get)} |")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(a.out, result)
     return result
 
 

@@ -39,6 +39,7 @@ from drmm.cli import main as drmm
 from drmm.data import CIFAR10_NAMES
 from drmm.data.cifar10 import load_cifar10
 from drmm.data.mnist import load_mnist
+from drmm.files import write_json
 
 
 def load_cifar(data_dir: str | None) -> dict[str, np.ndarray]:
@@ -149,8 +150,7 @@ def main(args) -> dict:
         print(f"| {r['run']} | {100 * r['accuracy']:.2f} % | {100 * r['error']:.2f} % |"
               f" {r['train_wall_s'] / 60:.1f} min | {r['predict_wall_s']:.1f} s |")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        write_json(args.out, report)
     return report
 
 

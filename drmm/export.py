@@ -20,10 +20,10 @@ onnxscript: the torch.export-based exporter of torch >= 2.5). With onnxruntime a
 `.convert("RGB")` and `.transpose(2, 0, 1)[None]` in place of `[None, None]`):
 
     import json, numpy as np, onnxruntime as ort, PIL.Image
-    session = ort.InferenceSession("model.onnx")
+    runtime = ort.InferenceSession("model.onnx")
     x = np.asarray(PIL.Image.open("cat.png").convert("L"), np.float32)[None, None] / 255
-    probs = session.run(["probabilities"], {"images": x})[0]  # (1, K); names[probs[0].argmax()]
-    names = json.loads(session.get_modelmeta().custom_metadata_map["class_names"])  # K names
+    probs = runtime.run(["probabilities"], {"images": x})[0]  # (1, K); names[probs[0].argmax()]
+    names = json.loads(runtime.get_modelmeta().custom_metadata_map["class_names"])  # K names
 """
 
 from __future__ import annotations
@@ -224,8 +224,8 @@ def check_against_predictor(ort, model_bytes: bytes, predictor: Predictor) -> fl
     images; a DRMMError if it exceeds TOLERANCE."""
     x = torch.rand(CHECK_IMAGES, *predictor.image_shape,
                    generator=torch.Generator().manual_seed(1))  # (n, C, H, W) in [0, 1]
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    got = torch.from_numpy(session.run([OUTPUT], {INPUT: x.numpy()})[0])  # (n, K)
+    runtime = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(runtime.run([OUTPUT], {INPUT: x.numpy()})[0])  # (n, K)
     want = predictor.predict(x).probabilities  # (n, K)
     if got.shape != want.shape:
         raise DRMMError(f"the exported graph gives {tuple(got.shape)} for {tuple(want.shape)};"

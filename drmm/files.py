@@ -9,6 +9,7 @@ intact. New files get the mode the user's umask gives, as any other program's fi
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -57,6 +58,12 @@ def atomic_write(path: str | Path, write) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json(path: str | Path, obj) -> None:
+    """obj as indented JSON at path, its folder made if need be, written atomically."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def fsync_dir(folder: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 import drmm.step
 from drmm.config import Config, preset
@@ -76,6 +77,48 @@ def tiny_config(**train) -> Config:
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
+
+
+def one_line_error(capsys) -> str:
+    """The one line a failed command wrote on stderr (warnings and notes aside), no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if not line.startswith(("drmm: warning",
+                                                                       "drmm: note"))]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+CLASSES = ["cat", "dog", "eel", "fox"]  # sorted, as the loader orders them
+
+
+def make_folder(root, labeled_per_class=2, test=True, rgb_one=False):
+    """tiny_arrays() as PNG files: 2 labeled per class, the rest of the 80 unlabeled (nested
+    sub-folders), 24 test images. Returns (root, arrays)."""
+    a = tiny_arrays()
+    taken = {c: 0 for c in range(4)}
+    for i, (x, y) in enumerate(zip(a["x_train"], a["y_train"], strict=True)):
+        if taken[y] < labeled_per_class:
+            path = root / "labeled" / CLASSES[y] / f"{i:03d}.png"
+            taken[y] += 1
+        else:
+            path = root / "unlabeled" / f"part{i % 3}" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(x)
+        (img.convert("RGB") if rgb_one and i == 0 else img).save(path)
+    if test:
+        for i, (x, y) in enumerate(zip(a["x_test"], a["y_test"], strict=True)):
+            path = root / "test" / CLASSES[y] / f"t{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x).save(path)
+    return root, a
+
+
+def tiny_train(dataset, out, yaml, *extra):
+    return ["train", "--dataset", dataset, "--arch", "conv_tiny", "--batch-size", "20",
+            "--labeled-batch", "10", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.1",
+            "--lr-final", "0.01",
+            "--decay", "exp", "--config", yaml, "--out", str(out), "--quiet", *extra]
 
 
 def write_yaml(folder: Path) -> str:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import cli_train_args, tiny_arrays, write_npz, write_yaml
+from helpers import cli_train_args, one_line_error, tiny_arrays, write_npz, write_yaml
 
 import drmm
 import drmm.export
@@ -21,15 +21,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 NAMES = ["cat", "dog", "eel", "fox"]
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if not line.startswith(("drmm: warning",
-                                                                       "drmm: note"))]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def rgb(x: np.ndarray) -> np.ndarray:

@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cli_train_args, tiny_arrays, write_npz, write_yaml
-from test_own_data import make_folder, one_line_error, tiny_train
+from helpers import (
+    cli_train_args,
+    make_folder,
+    one_line_error,
+    tiny_arrays,
+    tiny_train,
+    write_npz,
+    write_yaml,
+)
 
 import drmm
 from drmm import scores
