@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "python": platform.python_version(),
                      "pillow": Image.__version__},
     }
+    if a.out:
+        write_json(a.out, result)
     print(f"{len(files)} JPEGs {a.width}x{a.height} -> {a.image_size}x{a.image_size}"
           f" ({a.resize}), {workers} workers")
     for k, v in rate.items():
@@ -183,11 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {k:>24}: {v:6.2f}x")
     if diff is not None:
         print(f"  mean |old - new| pixel, untagged images: {diff:.3f} of 255")
-    m = memory()
-    print(f"  200,000 images of 64 px, RGB: uint8 {m['rgb']['uint8_gib']:.1f} GiB, float32"
-          f" {m['rgb']['float32_gib']:.1f} GiB")
-    if a.out:
-        write_json(a.out, result)
+    m = result["memory_200k_64px"]["rgb"]
+    print(f"  200,000 images of 64 px, RGB: uint8 {m['uint8_gib']:.1f} GiB, float32"
+          f" {m['float32_gib']:.1f} GiB")
     return result
 
 
