@@ -156,15 +156,13 @@ def test_suggest_npz_csv_and_labeled_union(npz_runs, tmp_path, capsys):
     union = np.load(tmp_path / "to_label.npy")
     assert union.dtype == np.int64 and list(union) == sorted(labeled + picked)
     assert not list(tmp_path.glob("*.tmp"))
-    # the default score: the mean rank of low margin and high rendering error, within the pool
-    for score in ("margin", "entropy", "random"):
+    for score in ("render+margin", "entropy", "random"):
         o = tmp_path / f"{score}.csv"
         assert main(["suggest", "--checkpoint", str(runs["drmm"]), "--n", "5", "--score", score,
                      "--out", str(o)]) == 0
         assert len(read_csv(o)) == 5
-    margins = [float(r["margin"]) for r in read_csv(tmp_path / "margin.csv")]
-    assert all(float(r["score"]) == pytest.approx(1 - m, abs=1e-5)
-               for r, m in zip(read_csv(tmp_path / "margin.csv"), margins, strict=True))
+    # the default score: the class uncertainty, 1 - margin
+    assert all(float(r["score"]) == pytest.approx(1 - float(r["margin"]), abs=1e-5) for r in rows)
 
 
 def test_suggest_folder_names_files_to_move(folder_run, tmp_path, capsys):
@@ -183,7 +181,8 @@ def test_suggest_folder_names_files_to_move(folder_run, tmp_path, capsys):
 def test_suggest_errors_are_one_line(npz_runs, tmp_path, capsys):
     _, runs = npz_runs
     out = str(tmp_path / "s.csv")
-    assert main(["suggest", "--checkpoint", str(runs["dcn"]), "--out", out, "--n", "5"]) == 2
+    assert main(["suggest", "--checkpoint", str(runs["dcn"]), "--out", out, "--n", "5",
+                 "--score", "render+margin"]) == 2
     msg = one_line_error(capsys)
     assert "supervised-only" in msg and "--score margin" in msg
     assert main(["suggest", "--checkpoint", str(runs["drmm"]), "--out", out, "--n", "0"]) == 2
