@@ -296,7 +296,8 @@ class Checkpointer:
         self.fixed = fixed  # what every checkpoint of the run holds alike: config, split, ...
         self.last_saved = last_saved  # where the last good checkpoint stands, in words
 
-    def save(self, run: RunState) -> None:
+    def save(self, run: RunState, extra: dict | None = None) -> None:
+        """Check the weights, then write the checkpoint (rank 0), with `extra` entries."""
         where = position(run.epoch, run.step, self.steps_per_epoch)
         state = self.model.state_dict()  # parameters and BatchNorm running statistics
         # Every rank holds the same weights, so every rank raises here alike: none is left
@@ -309,5 +310,6 @@ class Checkpointer:
             run.rng = get_rng_states(self.device)
             save_checkpoint(self.path, {
                 "format": CHECKPOINT_FORMAT, **run.to_checkpoint(), **self.fixed, "model": state,
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()})
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                **(extra or {})})
         self.last_saved = where

@@ -217,7 +217,6 @@ def calibrate_now(path, predictor: Predictor, cfg, state: dict
     except (DRMMError, ValueError) as e:
         return None, None, (f"{path} predates stored novelty scales and its training data"
                             f" ({cfg.train.dataset}) cannot be loaded ({e})")
-    x = data.x_train[scores.calibration_subset(len(data.x_train))]  # (n, C, H, W)
-    entries = scores.novelty_calibration(predictor.model, cfg, x.to(predictor.device),
-                                         cfg.train.eval_batch_size)
+    entries = scores.novelty_calibration(predictor.model, cfg, data.x_train,
+                                         cfg.train.eval_batch_size)  # batches go to the model
     return score, entries["novelty_scales"][score], None

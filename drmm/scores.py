@@ -20,18 +20,13 @@ The class scores, from q(c|I) = softmax of the class scores (all in float64):
   softmax rounds max p to 1, so confident images still rank among themselves.
 
 Diversity, for a batch of images to label rather than n near-copies of one confusion:
-- per_class_quota: round robin over the predicted classes, each class's best-scored image
-  first, so every class gets n / K picks (more where another class runs out). `drmm suggest`
-  uses this one.
-- k_center_greedy: the core-set selection of Sener & Savarese (2018), "Active Learning for
-  Convolutional Neural Networks: A Core-Set Approach": repeatedly take the point farthest from
-  every point chosen so far (Gonzalez 1985, a 2-approximation of the k-center problem), e.g. on
-  the penultimate features that score_images(..., features=True) returns.
+per_class_quota, a round robin over the predicted classes, each class's best-scored image
+first, so every class gets n / K picks (more where another class runs out).
 
 Novelty (`drmm predict`, drmm/predictor.py): a raw score divided by its NOVELTY_QUANTILE (99th
 percentile) over the run's training images, so > 1 reads "less typical than 99 % of the training
 set". The percentiles are computed at the end of training (novelty_calibration, called by
-drmm.train.finish) and stored in the checkpoint: NOVELTY_KEYS.
+drmm.train.end_epoch for the last epoch) and stored in its checkpoint: NOVELTY_KEYS.
 """
 
 from __future__ import annotations
@@ -42,7 +37,6 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from drmm.checkpoint import load_checkpoint, save_checkpoint
 from drmm.model import DRMM
 
 # The novelty score of `drmm predict` and drmm.load(...).predict: "render" (the rendering error)
@@ -68,7 +62,6 @@ class ImageScores:
 
     logits: torch.Tensor  # (N, K) float32 class scores, on the CPU
     render_error: torch.Tensor | None  # (N,) float32 err(I) under c-hat, or None: not asked
-    features: torch.Tensor | None = None  # (N, D) penultimate features (the mean pool's output)
 
 
 def render_error(model: DRMM, x: torch.Tensor, bu=None) -> torch.Tensor:
@@ -92,19 +85,13 @@ def score_batch(model: DRMM, x: torch.Tensor, render: bool = True
 
 
 def score_images(model: DRMM, x: torch.Tensor, batch_size: int = 1000, render: bool = True,
-                 features: bool = False, device: str | torch.device | None = None
-                 ) -> ImageScores:
+                 device: str | torch.device | None = None) -> ImageScores:
     """Class scores and rendering errors of preprocessed images x (N, C, H, W), in batches, in
     eval mode (running BatchNorm statistics; the model's mode is restored after), without
-    gradients. device: where to compute (default: the model's); results come back on the CPU.
-    features: also the penultimate features, for k_center_greedy."""
+    gradients. device: where to compute (default: the model's); results come back on the CPU."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    pooled: list[torch.Tensor] = []
-    hook = (model.classifier.register_forward_hook(
-        lambda module, inputs, output: pooled.append(inputs[0].detach().float().cpu()))
-        if features else None)
     logits, errors = [], []
     try:
         for i in range(0, len(x), batch_size):
@@ -114,14 +101,11 @@ def score_images(model: DRMM, x: torch.Tensor, batch_size: int = 1000, render: b
             if err is not None:
                 errors.append(err.cpu())  # (b,)
     finally:
-        if hook is not None:
-            hook.remove()
         model.train(was_training)
     k = model.config.num_classes
     return ImageScores(
         logits=torch.cat(logits) if logits else torch.zeros(0, k),  # (N, K)
-        render_error=(torch.cat(errors) if errors else torch.zeros(0)) if render else None,
-        features=torch.cat(pooled) if features and pooled else None)  # (N, D)
+        render_error=(torch.cat(errors) if errors else torch.zeros(0)) if render else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,11 +126,6 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     """H(q(c|I)) in nats, (N,) float64 in [0, log K]: high = uncertain."""
     logp = logits.double().log_softmax(dim=1)  # (N, K)
     return -(logp.exp() * logp).sum(dim=1)  # (N,)
-
-
-def max_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """max_c q(c|I), (N,) float64: high = confident."""
-    return probabilities(logits).max(dim=1).values  # (N,)
 
 
 def softmax_novelty(logits: torch.Tensor) -> torch.Tensor:
@@ -208,29 +187,6 @@ def per_class_quota(scores, classes, n: int) -> np.ndarray:
     return np.array(taken, dtype=np.int64)
 
 
-def k_center_greedy(features, n: int, chosen=None) -> np.ndarray:
-    """n positions into features (N, D): each the point farthest (Euclidean) from every point
-    chosen so far (Sener & Savarese 2018; Gonzalez 1985). chosen: positions already taken (the
-    labeled images); with none, the first pick is the point farthest from the mean. Returns
-    the positions in the order taken."""
-    f = torch.as_tensor(np.asarray(features), dtype=torch.float64)  # (N, D)
-    if not 0 <= n <= len(f):
-        raise ValueError(f"cannot take {n} of {len(f)} points")
-    chosen = [] if chosen is None else [int(i) for i in chosen]
-    if chosen:
-        dist = torch.cdist(f, f[chosen]).min(dim=1).values  # (N,)
-    else:
-        dist = (f - f.mean(dim=0)).norm(dim=1)  # (N,)
-    taken = []
-    for _ in range(n):
-        if chosen or taken:
-            dist[chosen + taken] = -1.0  # never again
-        i = int(dist.argmax())
-        taken.append(i)
-        dist = torch.minimum(dist, (f - f[i]).norm(dim=1))  # (N,) to the nearest chosen point
-    return np.array(taken, dtype=np.int64)
-
-
 # ----------------------------------------------------------------------------------------------
 # Novelty calibration
 
@@ -276,14 +232,3 @@ def quantile_scale(values: torch.Tensor) -> float:
     """NOVELTY_QUANTILE of values, kept above 0 so that it can divide."""
     q = float(np.quantile(values.double().cpu().numpy(), NOVELTY_QUANTILE))
     return q if np.isfinite(q) and q > 0 else float(np.finfo(np.float64).tiny)
-
-
-def store_novelty_calibration(path, model: DRMM, cfg, x_train: torch.Tensor,
-                              batch_size: int = 1000) -> dict:
-    """Compute novelty_calibration and add it to the checkpoint at path, re-saved atomically
-    (drmm.train.finish calls this on rank 0 at the end of training). Returns the entries."""
-    entries = novelty_calibration(model, cfg, x_train, batch_size)
-    state = load_checkpoint(path)
-    state.update(entries)
-    save_checkpoint(path, state)
-    return entries

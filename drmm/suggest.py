@@ -50,7 +50,6 @@ import torch
 from drmm import scores
 from drmm.checkpoint import load_trained_model
 from drmm.data import UNLABELED, Dataset, load_run_data, training_subset
-from drmm.data.folder import load_folder
 from drmm.errors import DRMMError, require_device
 from drmm.files import atomic_write, check_out_file
 
@@ -102,13 +101,8 @@ def load_training_set(cfg, state: dict, data_dir=None, verify: bool = True) -> T
     name = cfg.train.dataset
     data = load_run_data(cfg, state, name, data_dir, verify=verify)
     n_all = len(data.x_train)
-    names = [str(i) for i in range(n_all)]
-    folder = None
-    if name.startswith("folder:"):  # the paths, as the run's data carries them (cached decode)
-        folder = Path(name[len("folder:"):])
-        arrays = load_folder(folder, channels=cfg.model.in_channels,
-                             image_size=cfg.train.image_size, resize=cfg.train.resize)
-        names = [str(p) for p in arrays["paths_train"]]
+    names = data.paths_train or [str(i) for i in range(n_all)]
+    folder = Path(name[len("folder:"):]) if name.startswith("folder:") else None
     u = cfg.train.unlabeled
     if u is not None and u < n_all:  # the run trained on a seeded subset: index that
         keep = training_subset(n_all, u, cfg.train.seed)

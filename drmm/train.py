@@ -55,7 +55,7 @@ from drmm.records import (
     start_run_files,
     write_metrics,
 )
-from drmm.scores import store_novelty_calibration
+from drmm.scores import novelty_calibration
 from drmm.step import (
     Batch,
     NonFiniteStep,
@@ -247,30 +247,30 @@ def guarded_step(tr: Trainer, batch: Batch, weights: dict[str, float], epoch: in
 
 
 def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
-    """Evaluate, record, checkpoint and log the epoch."""
-    run = tr.run
+    """Evaluate, record, checkpoint and log the epoch. The last epoch's checkpoint also holds
+    the novelty scale of `drmm predict` (the training images' 99th percentile of the novelty
+    score, in eval mode: drmm/scores.py)."""
+    run, t = tr.run, tr.cfg.train
     record = epoch_record(epoch, run.means(), run.epoch_skipped, tr.model, tr.x_test,
                           tr.y_test, tr.cfg, tr.opt.param_groups[0]["lr"],
                           time.perf_counter() - started, tr.wall0, tr.steps_per_epoch)
     tr.bar.write(epoch_line(record, run.means(), tr.class_names))
     run.finish_epoch(record, tr.gen.get_state())
-    tr.ckpt.save(run)
+    last = run.epoch == t.epochs and tr.dist.is_main  # rank 0 alone writes the checkpoint
+    tr.ckpt.save(run, novelty_calibration(tr.model, tr.cfg, tr.x_train, t.eval_batch_size)
+                 if last else None)
     if tr.dist.is_main:
         log_epoch(tr.out, record, tr.writer)
 
 
 def finish(tr: Trainer) -> dict:
-    """The run's final metrics (metrics.json), a picture of test images rendered back, and the
-    novelty scale of `drmm predict` (the training images' 99th percentile of the novelty
-    score, in eval mode: drmm/scores.py) added to the checkpoint."""
+    """The run's final metrics (metrics.json) and a picture of test images rendered back."""
     metrics = final_metrics(tr.run.history, tr.run.skipped, tr.cfg, len(tr.labeled),
                             len(tr.x_train))
     if tr.dist.is_main:
         write_metrics(tr.out, metrics)
         save_reconstructions(tr.model, tr.x_test if tr.x_test is not None else tr.x_train,
                              tr.out / "reconstructions.png")
-        store_novelty_calibration(tr.ckpt.path, tr.model, tr.cfg, tr.x_train,
-                                  tr.cfg.train.eval_batch_size)
     return metrics
 
 

@@ -57,29 +57,29 @@ def as_input(x: np.ndarray) -> np.ndarray:
 
 def export_and_compare(run, x_test, out) -> tuple:
     """Export run to out; onnxruntime's and Predictor.predict's probabilities for 1 and 5
-    images agree to 1e-5. Returns (session, predictor)."""
+    images agree to 1e-5. Returns (runtime, predictor)."""
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    runtime = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     predictor = drmm.load(run)
-    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    (inp,), (outp,) = runtime.get_inputs(), runtime.get_outputs()
     assert (inp.name, outp.name) == ("images", "probabilities")
     assert isinstance(inp.shape[0], str)  # a named, free batch axis
     assert list(inp.shape[1:]) == list(predictor.image_shape)
     for n in (1, 5):
-        got = session.run(["probabilities"], {"images": as_input(x_test[:n])})[0]  # (n, K)
+        got = runtime.run(["probabilities"], {"images": as_input(x_test[:n])})[0]  # (n, K)
         want = predictor.predict(x_test[:n]).probabilities.numpy()  # (n, K)
         assert got.shape == want.shape == (n, len(predictor.class_names))
         assert np.abs(got - want).max() < 1e-5
     assert not list(out.parent.glob(f"{out.name}.*.tmp"))  # no temporary left behind
-    return session, predictor
+    return runtime, predictor
 
 
 def test_grayscale_run(gray_run, tmp_path, capsys):
     run, x_test = gray_run
     out = tmp_path / "model.onnx"
-    session, predictor = export_and_compare(run, x_test, out)
+    runtime, predictor = export_and_compare(run, x_test, out)
     assert "no preprocessing" in capsys.readouterr().out
-    meta = session.get_modelmeta().custom_metadata_map
+    meta = runtime.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == ["0", "1", "2", "3"]
     info = json.loads((tmp_path / "model.onnx.json").read_text())
     assert info["class_names"] == ["0", "1", "2", "3"]
@@ -97,16 +97,16 @@ def test_rgb_run_with_standardize_folded_in(rgb_run, tmp_path):
     assert state["preprocess"]["mode"] == "standardize"
     assert not torch.allclose(state["preprocess"]["std"], torch.ones(3), atol=0.1)
     out = tmp_path / "m.onnx"
-    session, predictor = export_and_compare(run, x_test, out)
+    runtime, predictor = export_and_compare(run, x_test, out)
     assert predictor.class_names == NAMES
-    assert json.loads(session.get_modelmeta().custom_metadata_map["class_names"]) == NAMES
+    assert json.loads(runtime.get_modelmeta().custom_metadata_map["class_names"]) == NAMES
     info = json.loads((tmp_path / "m.onnx.json").read_text())
     assert info["preprocess"] == "standardize" and info["preprocess_folded"] is True
     assert info["input"]["shape"] == ["N", 3, 8, 8] and info["class_names"] == NAMES
     # the statistics matter: the bare network on raw pixels gives other probabilities
     x = as_input(x_test[:5])
     raw = predictor.model(torch.from_numpy(x)).softmax(dim=1).detach().numpy()
-    assert np.abs(session.run(None, {"images": x})[0] - raw).max() > 1e-3
+    assert np.abs(runtime.run(None, {"images": x})[0] - raw).max() > 1e-3
 
 
 @pytest.mark.parametrize("mode", ["gcn", "zca"])
@@ -117,11 +117,11 @@ def test_per_image_preprocessing_is_folded_in(mode):
     g = torch.Generator().manual_seed(0)
     pre = Preprocessor.fit(mode, torch.rand(60, 3, 8, 8, generator=g))
     predictor = Predictor(model, ["a", "b", "c"], pre)
-    session = ort.InferenceSession(drmm.export.to_onnx(predictor).SerializeToString(),
+    runtime = ort.InferenceSession(drmm.export.to_onnx(predictor).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     for n in (1, 5):
         x = torch.rand(n, 3, 8, 8, generator=g)
-        got = session.run(None, {"images": x.numpy()})[0]
+        got = runtime.run(None, {"images": x.numpy()})[0]
         assert np.abs(got - predictor.predict(x).probabilities.numpy()).max() < 1e-5
 
 

@@ -41,6 +41,7 @@ class Dataset:
     num_classes: int  # K
     class_names: list[str] = field(default_factory=list)  # K names; "0".."K-1" if none given
     preprocessor: Preprocessor = field(default_factory=Preprocessor)  # fitted on x_train
+    paths_train: list[str] | None = None  # (N,) folder:DIR: each file's path under DIR
 
     def __post_init__(self):
         if not self.class_names:
@@ -133,7 +134,8 @@ def load_dataset(name: str, data_dir=None, verify: bool = True,
                          resize=resize)
     if unlabeled is not None and unlabeled < len(arrays["y_train"]):
         keep = training_subset(len(arrays["y_train"]), unlabeled, seed)
-        arrays = {**arrays, "x_train": arrays["x_train"][keep], "y_train": arrays["y_train"][keep]}
+        arrays = {**arrays, **{k: arrays[k][keep] for k in ("x_train", "y_train", "paths_train")
+                               if k in arrays}}
     has_test = "x_test" in arrays
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
     y_test = torch.from_numpy(arrays["y_test"].astype(np.int64)) if has_test else None
@@ -160,6 +162,7 @@ def load_dataset(name: str, data_dir=None, verify: bool = True,
         num_classes=max(k, len(names)),
         class_names=names,
         preprocessor=pre,
+        paths_train=[str(p) for p in arrays["paths_train"]] if "paths_train" in arrays else None,
     )
 
 
