@@ -35,14 +35,14 @@ def propagate_labels(x: torch.Tensor, labeled: np.ndarray, y_labeled: np.ndarray
                      num_classes: int, threads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(pseudo-labels (N,) int64, certainties (N,) float32 in [0, 1]) of every image in x.
 
-    x: (N, C, H, W) the training images; labeled: (N_L,) indices into x; y_labeled: (N_L,) their
-    classes. The labeled images are spread over too (on MNIST seed 1 all 100 keep their own
-    class, at certainty 0.56 or more). An image the graph does not reach gets certainty 0, so it
-    adds nothing to the loss.
+    x: (N, C, H, W) the training images (uint8 Images or float32); labeled: (N_L,) indices
+    into x; y_labeled: (N_L,) their classes. The labeled images are spread over too (on MNIST
+    seed 1 all 100 keep their own class, at certainty 0.56 or more). An image the graph does not
+    reach gets certainty 0, so it adds nothing to the loss.
     """
     targets = np.full(len(x), -1, dtype=np.int64)  # -1: unlabeled, for scikit-learn
     targets[labeled] = y_labeled
-    pixels = x.detach().float().cpu().reshape(len(x), -1).numpy()  # (N, C*H*W)
+    pixels = x[:].detach().cpu().reshape(len(x), -1).numpy()  # (N, C*H*W) float32, preprocessed
     spreading = LabelSpreading(kernel="knn", n_neighbors=NEIGHBOURS, alpha=SPREAD,
                                max_iter=ITERATIONS, n_jobs=threads)
     with warnings.catch_warnings():  # 200 iterations do not reach tol 1e-3 on MNIST; we use them

@@ -20,6 +20,7 @@ from torch import nn
 
 from drmm.config import Config
 from drmm.data.augment import augment, strong_view
+from drmm.data.images import Images
 from drmm.distributed import Dist
 from drmm.losses import TERMS, StepContext, drmm_objective
 from drmm.model import DRMM, BottomUp, Switches
@@ -46,7 +47,7 @@ def epoch_order(labeled: torch.Tensor, n_unl: int, gen: torch.Generator, n_lab: 
     return lab[:n_lab], torch.randperm(n_unl, generator=gen)  # (n_lab,), (n_unl,)
 
 
-def make_batch(cfg: Config, x_train: torch.Tensor, y_train: torch.Tensor,
+def make_batch(cfg: Config, x_train: Images | torch.Tensor, y_train: torch.Tensor,
                order: tuple[torch.Tensor, torch.Tensor], step: int, weights: dict[str, float],
                graph: tuple[torch.Tensor, torch.Tensor] | None = None, dist: Dist | None = None
                ) -> Batch:
@@ -54,8 +55,9 @@ def make_batch(cfg: Config, x_train: torch.Tensor, y_train: torch.Tensor,
     rank's shard of each), augmented; the strong views of the unlabeled images (made from them
     before their shift) when L_CON is on; the graph prior's targets when its weight is not 0.
 
-    x_train: (N, C, H, W), y_train: (N,) the training set on the device; order: epoch_order's
-    (labeled, unlabeled) index streams; graph: (pseudo-labels (N,), certainties (N,)).
+    x_train: (N, C, H, W) uint8 Images or float32, y_train: (N,) the training set on the device;
+    order: epoch_order's (labeled, unlabeled) index streams; graph: (pseudo-labels (N,),
+    certainties (N,)).
     """
     t, dist = cfg.train, dist or Dist()  # one process by default
     n_lab, n_unl = t.batch_split()

@@ -50,6 +50,7 @@ import torch
 from drmm import scores
 from drmm.checkpoint import load_trained_model
 from drmm.data import UNLABELED, Dataset, load_run_data, training_subset
+from drmm.data.images import Images, take
 from drmm.errors import DRMMError, require_device
 from drmm.files import atomic_write, check_out_file
 
@@ -106,7 +107,7 @@ def load_training_set(cfg, state: dict, data_dir=None, verify: bool = True) -> T
     u = cfg.train.unlabeled
     if u is not None and u < n_all:  # the run trained on a seeded subset: index that
         keep = training_subset(n_all, u, cfg.train.seed)
-        data.x_train, data.y_train = data.x_train[keep], data.y_train[keep]
+        data.x_train, data.y_train = take(data.x_train, keep), data.y_train[keep]
         names = [names[i] for i in keep]
     n_train = state.get("n_train")
     if n_train is not None and n_train != len(data.x_train):
@@ -146,7 +147,7 @@ def check_score(score: str, cfg, where: str = "the run") -> None:
                         " margin (or entropy, random)")
 
 
-def suggest(model, cfg, x_train: torch.Tensor, pool: np.ndarray, n: int,
+def suggest(model, cfg, x_train: Images | torch.Tensor, pool: np.ndarray, n: int,
             score: str = DEFAULT_SCORE, batch_size: int = 500, device="cpu", seed: int = 0
             ) -> Suggestions:
     """Pick n of the training images at positions `pool` (x_train preprocessed as the run's)
@@ -159,7 +160,7 @@ def suggest(model, cfg, x_train: torch.Tensor, pool: np.ndarray, n: int,
         raise DRMMError(f"--n {n} is more than the {len(pool)} unlabeled training images of the"
                         " run; ask for fewer")
     can_render = scores.renders(cfg) is None
-    s = scores.score_images(model, x_train[torch.from_numpy(pool)], batch_size,
+    s = scores.score_images(model, take(x_train, torch.from_numpy(pool)), batch_size,
                             render=can_render, device=device)
     margin = scores.margin(s.logits).numpy()  # (P,)
     err = s.render_error.double().numpy() if can_render else None  # (P,)

@@ -39,7 +39,7 @@ from drmm.checkpoint import (
     restore_run,
 )
 from drmm.config import Config, validate
-from drmm.data import Dataset, check_dataset, choose_labeled, load_dataset, read_indices
+from drmm.data import Dataset, Images, check_dataset, choose_labeled, load_dataset, read_indices
 from drmm.errors import DRMMError, require_device, warn_slow_precision
 from drmm.evaluate import save_reconstructions
 from drmm.files import check_out_dir
@@ -138,9 +138,9 @@ class Trainer:
     gen: torch.Generator  # the data order's generator
     run: RunState  # where the run stands; what the checkpoint continues from
     ckpt: Checkpointer
-    x_train: torch.Tensor  # (N, C, H, W) on the device
+    x_train: Images | torch.Tensor  # (N, C, H, W) on the device
     y_train: torch.Tensor  # (N,)
-    x_test: torch.Tensor | None  # (M, C, H, W), or None: no test set
+    x_test: Images | torch.Tensor | None  # (M, C, H, W), or None: no test set
     y_test: torch.Tensor | None  # (M,)
     labeled: torch.Tensor  # (N_L,) the labeled images' indices, on the CPU
     class_names: list[str]
@@ -311,9 +311,13 @@ def prepare(cfg: Config, data: Dataset | None = None):
 
 
 def on_device(data: Dataset, device, channels_last: bool):
-    """The whole data set on the training device, batched by index from there (airbench)."""
+    """The whole data set on the training device, batched by index from there (airbench).
+    Loaded images stay uint8 there, each batch made float32 on the device as it is indexed."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    x_train = data.x_train.to(device).contiguous(memory_format=layout)  # (N, C, H, W)
+    if isinstance(data.x_train, Images):
+        x_train = data.x_train.to(device, memory_format=layout)  # (N, C, H, W) uint8
+    else:
+        x_train = data.x_train.to(device).contiguous(memory_format=layout)  # (N, C, H, W)
     y_train = data.y_train.to(device)  # (N,)
     x_test = data.x_test.to(device) if data.has_test else None  # (M, C, H, W) or none
     y_test = data.y_test.to(device) if data.has_test else None  # (M,)
@@ -337,7 +341,7 @@ def build_model(cfg: Config, dist: distributed.Dist) -> tuple[DRMM, nn.Module]:
     return model, stepper
 
 
-def graph_targets(cfg: Config, dist: distributed.Dist, x_train: torch.Tensor,
+def graph_targets(cfg: Config, dist: distributed.Dist, x_train: Images | torch.Tensor,
                   y_train: torch.Tensor, labeled: torch.Tensor, epoch: int):
     """The graph prior's (pseudo-labels (N,), certainties (N,)) of every training image, if
     its weight is not yet 0 at `epoch`; else None. Minutes of CPU work: rank 0 alone spreads

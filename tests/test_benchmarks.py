@@ -114,7 +114,7 @@ def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
     result = show_mix_up.main([str(tmp_path / "run"), "--out", str(tmp_path / "m.png")])
     model, cfg, state = load_trained_model(tmp_path / "run")
     data = load_run_data(cfg, state)  # as the run sees it
-    pred = model(data.x_test).argmax(dim=1)  # (N,)
+    pred = model(data.x_test[:]).argmax(dim=1)  # (N,)
     cells = {(int(t), int(p)): int(((data.y_test == t) & (pred == p)).sum())
              for t in range(10) for p in range(10) if t != p}
     assert result["images"] == max(cells.values()) > 0  # one epoch leaves mistakes

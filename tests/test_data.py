@@ -105,7 +105,7 @@ def test_split_rejects_bad_label_counts(n, msg):
 def test_digits_default_dataset():
     data = load_dataset("digits")
     assert data.x_train.shape == (1297, 1, 16, 16) and data.x_test.shape == (500, 1, 16, 16)
-    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    assert 0.0 <= data.x_train[:].min() and data.x_train[:].max() <= 1.0
     assert data.num_classes == 10
     again = load_dataset("digits")  # the test split never moves
     assert (again.y_test == data.y_test).all()

@@ -273,7 +273,7 @@ def test_predict_sees_what_training_saw(photo_run, tmp_path):
     rows = list(csv.DictReader(open(csv_path, newline="")))
     assert [r["image"] for r in rows] == [str(f) for f in files]
     with torch.no_grad():
-        expected = model(data.x_test).softmax(1)  # files in class-folder order: sorted paths
+        expected = model(data.x_test[:]).softmax(1)  # files in class-folder order: sorted paths
     got = torch.tensor([[float(r["p_a"]), float(r["p_b"])] for r in rows])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     arrays = load_folder(root, channels=1, image_size=8)

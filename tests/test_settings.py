@@ -203,7 +203,7 @@ def test_unlabeled_subset_is_taken_before_preprocessing(tmp_path):
     sub = load_dataset(npz, preprocess="standardize", unlabeled=40, seed=3)
     raw = load_dataset(npz, unlabeled=40, seed=3)
     assert len(sub.x_train) == 40
-    mean, std = channel_stats(raw.x_train)  # the statistics of the 40 images trained on
+    mean, std = channel_stats(raw.x_train[:])  # the statistics of the 40 images trained on
     torch.testing.assert_close(sub.preprocessor.mean, mean)
     torch.testing.assert_close(sub.preprocessor.std, std)
 

@@ -28,6 +28,7 @@ from drmm.predictor import Predictions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import folder_label_loop  # noqa: E402
 import label_loop  # noqa: E402
 import novelty_auroc  # noqa: E402
 
@@ -284,6 +285,23 @@ def test_label_loop_tiny(tmp_path):
         assert runs[s]["labels"] == 100 and sum(runs[s]["picked_true_classes"]) == 50
         assert 0 <= runs[s]["test_error"] <= 1
         assert len(np.load(tmp_path / "w" / "seed0" / f"{s}.npy")) == 100
+
+
+def test_folder_label_loop_moves_the_suggested_files_and_retrains(shared_data, tmp_path):
+    work, out = tmp_path / "w", tmp_path / "loop.json"
+    result = folder_label_loop.main(folder_label_loop.parse_args([
+        "--data-dir", str(shared_data), "--per-class", "2", "--unlabeled", "200",
+        "--held-out", "40", "--n", "10", "--epochs", "1", "--work", str(work),
+        "--out", str(out)]))
+    assert json.loads(out.read_text()) == result
+    (r,) = result["results"]
+    assert r["round0"]["labels"] == 20 and r["round1"]["labels"] == 30
+    folder = work / "margin" / "folder"
+    assert len(list((folder / "unlabeled").glob("*.png"))) == 190  # 10 moved out
+    assert len(list((folder / "labeled").glob("*/*.png"))) == 30  # into their classes
+    assert len(list((work / "data" / "folder" / "labeled").glob("*/*.png"))) == 20  # untouched
+    for m in r["moved"]:
+        assert (folder / "labeled" / m["true"] / Path(m["image"]).name).is_file()
 
 
 def test_novelty_auroc_tiny(shared_data, tmp_path):

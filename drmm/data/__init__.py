@@ -1,6 +1,8 @@
-"""Data sets as tensors: images (N, C, H, W) float32, labels (N,) int64.
+"""Data sets as tensors: images (N, C, H, W), labels (N,) int64.
 
-Small data sets live whole on the training device and are batched by index (no DataLoader).
+Loaded data sets keep their images as uint8 Images (drmm.data.images), indexed into float32
+batches; a Dataset built in Python may hold float32 tensors instead. Small data sets live whole
+on the training device and are batched by index (no DataLoader).
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import torch
 from drmm.data.cifar10 import load_cifar10
 from drmm.data.digits import load_digits_arrays
 from drmm.data.folder import load_folder
+from drmm.data.images import Images, to_pixels
 from drmm.data.mnist import load_mnist
 from drmm.data.npz import UNLABELED, load_npz
-from drmm.data.preprocess import PREPROCESS, Preprocessor, apply_preprocess
+from drmm.data.preprocess import PREPROCESS, Preprocessor
 from drmm.data.split import choose_labeled, labeled_split, read_indices
 from drmm.data.svhn import load_svhn
 from drmm.errors import DRMMError
 
-__all__ = ["DATASETS", "UNLABELED", "Dataset", "Preprocessor", "check_dataset", "choose_labeled",
-           "labeled_split", "load_dataset", "load_run_data", "read_indices", "to_tensor_images"]
+__all__ = ["DATASETS", "UNLABELED", "Dataset", "Images", "Preprocessor", "check_dataset",
+           "choose_labeled", "labeled_split", "load_dataset", "load_run_data", "read_indices",
+           "to_tensor_images"]
 
 # name -> loader(data_dir, verify=...) returning uint8 images and integer labels; `verify`
 # md5-checks cached files each time they are read (downloads are always checked).
@@ -34,9 +38,9 @@ CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32: in [0, 1], or as `preprocessor` left it
+    x_train: Images | torch.Tensor  # (N, C, H, W): uint8 Images, or float32 preprocessed
     y_train: torch.Tensor  # (N,) int64: 0..K-1, or -1 (UNLABELED) for an unlabeled image
-    x_test: torch.Tensor | None  # (M, C, H, W) float32, or None: no test set
+    x_test: Images | torch.Tensor | None  # (M, C, H, W) as x_train, or None: no test set
     y_test: torch.Tensor | None  # (M,) int64, or None
     num_classes: int  # K
     class_names: list[str] = field(default_factory=list)  # K names; "0".."K-1" if none given
@@ -95,7 +99,9 @@ def check_dataset(data: Dataset) -> None:
         raise DRMMError(f"{where}: x_test and y_test must both be given or both be None")
     for split in ("train", "test") if data.has_test else ("train",):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-        if not x.is_floating_point():
+        if isinstance(x, Images):  # loaded from files: uint8 pixels, finite by construction
+            x = x.pixels
+        elif not x.is_floating_point():
             raise DRMMError(f"{where}: x_{split} has dtype {x.dtype}; images must be floating"
                             " point (uint8 files are scaled to [0, 1] by the loaders)")
         if x.dim() != 4 or len(x) == 0 or x.shape[1:] != data.x_train.shape[1:]:
@@ -104,7 +110,7 @@ def check_dataset(data: Dataset) -> None:
         if y.dtype != torch.int64 or y.shape != (len(x),):
             raise DRMMError(f"{where}: y_{split} has dtype {y.dtype} and shape {tuple(y.shape)};"
                             f" expected int64 ({len(x)},), one label per image")
-        bad = int((~torch.isfinite(x)).sum())
+        bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
         if bad:
             raise DRMMError(f"{where}: x_{split} holds {bad} NaN or infinite pixel values;"
                             " fix or drop those images")
@@ -139,13 +145,10 @@ def load_dataset(name: str, data_dir=None, verify: bool = True,
     has_test = "x_test" in arrays
     y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
     y_test = torch.from_numpy(arrays["y_test"].astype(np.int64)) if has_test else None
-    x_train = to_tensor_images(arrays["x_train"])
-    x_test = to_tensor_images(arrays["x_test"]) if has_test else None
-    if isinstance(preprocess, str):
-        x_train, x_test, pre = apply_preprocess(x_train, x_test, preprocess)
-    else:
-        pre = preprocess
-        x_train, x_test = pre(x_train), None if x_test is None else pre(x_test)
+    pixels_train = to_pixels(arrays["x_train"])  # (N, C, H, W) uint8
+    pre = Preprocessor.fit(preprocess, pixels_train) if isinstance(preprocess, str) else preprocess
+    x_train = Images(pixels_train, pre)
+    x_test = Images(to_pixels(arrays["x_test"]), pre) if has_test else None
     k = int(max(y_train.max(), y_test.max() if has_test else 0)) + 1
     names = [str(s) for s in arrays.get("class_names", [])]
     if name == "cifar10":

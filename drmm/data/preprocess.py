@@ -51,13 +51,14 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, mode: str, x_train: torch.Tensor) -> Preprocessor:
-        """Fit on the training images x_train (N, C, H, W) in [0, 1] (not modified)."""
+        """Fit on the training images x_train (N, C, H, W): float32 in [0, 1], or uint8 pixels
+        (read as pixels / 255). Not modified."""
         if mode not in PREPROCESS:
             raise DRMMError(f"preprocess {mode!r} unknown; use one of {list(PREPROCESS)}")
         if mode == "standardize":
             return cls(mode, *channel_stats(x_train))
         if mode == "zca":
-            mean, p = fit_zca(contrast_normalize(x_train.clone()))
+            mean, p = fit_zca(contrast_normalize(as_unit(x_train, copy=True)))
             return cls(mode, mean=mean, whitening=p)
         return cls(mode)  # none and gcn have no statistics: each image is its own
 
@@ -94,14 +95,26 @@ def apply_preprocess(x_train: torch.Tensor, x_test: torch.Tensor | None, mode: s
     return pre(x_train), None if x_test is None else pre(x_test), pre
 
 
+def as_unit(x: torch.Tensor, copy: bool = False) -> torch.Tensor:
+    """Float32 images in [0, 1]: uint8 pixels / 255, or x itself (a clone if `copy`)."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.clone() if copy else x
+
+
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over images and pixels, accumulated in float64."""
+    """Per-channel mean and standard deviation over images and pixels, accumulated in float64.
+
+    x: (N, C, H, W) float32 in [0, 1] or uint8 pixels, read CHUNK images at a time so that uint8
+    pixels are never made float32 whole."""
     n = x.numel() // x.shape[1]  # values per channel, N*H*W
     means, stds = [], []
-    for c in range(x.shape[1]):  # one channel at a time: no copy of the whole set
-        mean = x[:, c].sum(dtype=torch.float64) / n  # ()
+    for c in range(x.shape[1]):  # one channel at a time
+        chunks = x[:, c].split(CHUNK)  # (<= CHUNK, H, W) each
+        mean = sum(as_unit(b).sum(dtype=torch.float64) for b in chunks) / n  # ()
         means.append(mean)
-        stds.append(((x[:, c] - mean.float()) ** 2).sum(dtype=torch.float64).div(n).sqrt())
+        squares = sum(((as_unit(b) - mean.float()) ** 2).sum(dtype=torch.float64) for b in chunks)
+        stds.append(squares.div(n).sqrt())
     mean, std = torch.stack(means), torch.stack(stds)  # (C,), (C,)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel stays 0, not NaN
     return mean.float(), std.float()
