@@ -66,6 +66,8 @@ def take(x: Images | torch.Tensor, idx) -> Images | torch.Tensor:
 
 
 def to_pixels(x) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, H, W, C) array -> uint8 tensor (N, C, H, W)."""
-    t = torch.from_numpy(np.array(x, dtype=np.uint8))  # a writable copy
-    return t[:, None].contiguous() if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
+    """uint8 (N, H, W) or (N, H, W, C) array -> uint8 tensor (N, C, H, W), one copy at most."""
+    a = np.asarray(x, dtype=np.uint8)
+    if a.ndim == 3:
+        return torch.from_numpy(a if a.flags.writeable else a.copy())[:, None]  # (N, 1, H, W)
+    return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W): a copy
