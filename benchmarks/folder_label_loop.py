@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from own_data import accuracy_from_csv, build_folder  # benchmarks/ is the script's own folder
+from own_data import accuracy_from_csv, build_folder, folder_args  # a benchmarks/ neighbour
 
 from drmm.cli import main as drmm
 from drmm.data.mnist import load_mnist
@@ -117,11 +117,7 @@ def main(a) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", help="folder with the MNIST files (default: download)")
-    p.add_argument("--work", default="runs/folder-loop", help="folder for images and runs")
-    p.add_argument("--per-class", type=int, default=10, help="labeled images per class")
-    p.add_argument("--unlabeled", type=int, default=10000, help="unlabeled training images")
-    p.add_argument("--held-out", type=int, default=1000, help="held-out test images")
+    folder_args(p, "runs/folder-loop", unlabeled=10000, held_out=1000)
     p.add_argument("--n", type=int, default=50, help="images to label per round")
     p.add_argument("--strategies", nargs="+", default=["margin"],
                    help="drmm suggest --score values, each on its own copy of the folder")

@@ -154,13 +154,18 @@ def main(args) -> dict:
     return report
 
 
+def folder_args(p: argparse.ArgumentParser, work: str, unlabeled: int, held_out: int) -> None:
+    """The options of the folder build_folder writes, and where."""
+    p.add_argument("--data-dir", help="folder with the source data set (default: download)")
+    p.add_argument("--work", default=work, help="folder for images and runs")
+    p.add_argument("--per-class", type=int, default=10, help="labeled images per class")
+    p.add_argument("--unlabeled", type=int, default=unlabeled, help="unlabeled training images")
+    p.add_argument("--held-out", type=int, default=held_out, help="held-out test images")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", help="folder with the MNIST files (default: download)")
-    p.add_argument("--work", default="runs/own-data", help="folder for images and runs")
-    p.add_argument("--per-class", type=int, default=10, help="labeled images per class")
-    p.add_argument("--unlabeled", type=int, default=20000, help="unlabeled training images")
-    p.add_argument("--held-out", type=int, default=2000, help="held-out test images")
+    folder_args(p, "runs/own-data", unlabeled=20000, held_out=2000)
     p.add_argument("--source", choices=sorted(SOURCES), default="mnist",
                    help="the data set the folder is cut from: mnist (grayscale) or cifar10")
     p.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
