@@ -69,15 +69,14 @@ def move_suggested(folder: Path, suggestions: Path, y_train) -> list[dict]:
     return moved
 
 
-def loop(a, strategy: str, base: Path, held_out: Path, y_train) -> dict:
+def loop(a, strategy: str, base: Path, held_out: Path, y_train, round0: Path, first: dict,
+         extra: list[str]) -> dict:
+    """One strategy's round 1, from the shared round-0 run `round0` (its figures: `first`)."""
     work = Path(a.work) / strategy
     folder = work / "folder"
     if not (work / "moved.json").is_file():  # a fresh copy of round 0's folder
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(base, folder)
-    round0 = Path(a.work) / "round0"  # one round-0 run for every strategy
-    extra = ["--epochs", str(a.epochs)] if a.epochs else []
-    first = train_and_score(base, held_out, round0, a.seed, extra)
     if not (work / "moved.json").is_file():
         suggestions = work / "to_label.csv"
         if drmm(["suggest", "--checkpoint", str(round0), "--n", str(a.n), "--out",
@@ -98,7 +97,10 @@ def main(a) -> dict:
     base, held_out = build_folder(work / "data", a.data_dir, a.per_class, a.unlabeled,
                                   a.held_out, a.seed)
     y_train = load_mnist(a.data_dir)["y_train"]
-    results = [loop(a, s, base, held_out, y_train) for s in a.strategies]
+    extra = ["--epochs", str(a.epochs)] if a.epochs else []
+    round0 = work / "round0"  # one round-0 run for every strategy, trained and scored once
+    first = train_and_score(base, held_out, round0, a.seed, extra)
+    results = [loop(a, s, base, held_out, y_train, round0, first, extra) for s in a.strategies]
     report = {"seed": a.seed, "per_class": a.per_class, "unlabeled": a.unlabeled,
               "held_out": a.held_out, "n": a.n, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "results": results}

@@ -66,8 +66,7 @@ class Dataset:
 
 def to_tensor_images(x: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
-    t = torch.from_numpy(np.array(x, dtype=np.float32)).div_(255.0)  # a writable copy
-    return t[:, None] if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
+    return to_pixels(x).float().div_(255.0)  # (N, C, H, W)
 
 
 def load_arrays(name: str, data_dir=None, verify: bool = True, channels: int | None = None,
