@@ -389,11 +389,11 @@ def plan_epochs(a, cfg, data, device, max_epochs: int) -> dict:
     layout = torch.channels_last if t.channels_last else torch.contiguous_format
     model = DRMM(cfg.model).to(device, memory_format=layout)
     opt, sched = make_optimizer(model, cfg, 10**6)
-    half = t.batch_size // 2
-    steps_per_epoch = len(data.x_train) // half
-    x = data.x_train[:2 * half].to(device).contiguous(memory_format=layout)
-    y = data.y_train[:2 * half].clamp(min=0).to(device)  # any labels: this only times a step
-    order = (torch.arange(half), torch.arange(half, 2 * half))  # labeled, unlabeled indices
+    n_lab, n_unl = t.batch_split()
+    steps_per_epoch = len(data.x_train) // n_unl  # one pass over the unlabeled set, as train()
+    x = data.x_train[:n_lab + n_unl].to(device).contiguous(memory_format=layout)
+    y = data.y_train[:n_lab + n_unl].clamp(min=0).to(device)  # any labels: this times a step
+    order = (torch.arange(n_lab), torch.arange(n_lab, n_lab + n_unl))  # labeled, unlabeled
     weights = step_weights(cfg, 0, steps_per_epoch)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     stepper = Objective(model, cfg)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -76,3 +77,40 @@ def test_gpu_data_fits_the_budget(tmp_path):
         assert (np.diff(f["train_index"]) > 0).all()
     assert sorted(p.name for p in (out / "mnist").iterdir()) == sorted(gpu_data.MNIST_FILES)
     assert f"{kept['cifar_unlabeled']} other training images" in (out / "README.txt").read_text()
+
+
+def test_cifar_parts_join_to_the_same_arrays(tmp_path):
+    import gpu_cifar10_full as full
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
+              "y_train": rng.integers(0, 10, 50).astype(np.uint8),
+              "x_test": rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+              "y_test": rng.integers(0, 10, 20).astype(np.uint8)}
+    manifest = full.split(arrays, tmp_path / "parts", part_bytes=60_000)
+    assert len(manifest["parts"]) == 4  # 215,210 bytes in parts of at most 60,000
+    assert all(p["bytes"] <= 60_000 for p in manifest["parts"])
+    joined = full.join(tmp_path / "parts")
+    assert all(np.array_equal(joined[k], arrays[k]) and joined[k].dtype == arrays[k].dtype
+               for k in arrays)
+    (tmp_path / "parts" / "part2.bin").write_bytes(b"damaged")
+    with pytest.raises(SystemExit, match="part2.bin does not match its sha256"):
+        full.join(tmp_path / "parts")
+    (tmp_path / "parts" / "part2.bin").unlink()
+    with pytest.raises(SystemExit, match="part2.bin is missing; carry it"):
+        full.join(tmp_path / "parts")
+
+
+def test_gpu_cifar10_full_smoke_on_real_cifar(shared_data, tmp_path):
+    import gpu_cifar10_full as full
+
+    parts = tmp_path / "parts"
+    manifest = full.main(["split", "--shared", str(shared_data), "--parts", str(parts)])
+    assert len(manifest["parts"]) == 4  # 184 MB in parts of 48 MiB: one device call each
+    assert all(p["bytes"] <= 48 * 2**20 for p in manifest["parts"])
+    report = full.main(["train", "--smoke", "--parts", str(parts), "--work",
+                        str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    assert report["epochs"] == 1 and report["labels"] == 200 and report["train_images"] == 400
+    assert 0 <= report["test_error_end"] <= 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "config.json", "gpu_cifar10_full.json", "metrics.json", "metrics.jsonl"]
