@@ -99,17 +99,23 @@ def accuracy_from_csv(path: Path) -> tuple[float, int]:
     return right / len(rows), len(rows)
 
 
+def train_or_reuse(out: Path, flags: list[str]) -> dict:
+    """`drmm train --out OUT --quiet FLAGS`, unless OUT holds a finished run (reused as it is);
+    a killed run is resumed from its checkpoint. The run's metrics.json."""
+    if not (out / "metrics.json").is_file():
+        args = ["train", "--out", str(out), "--quiet", *flags]
+        if (out / "checkpoint.pt").is_file():
+            args += ["--resume", str(out)]
+        if drmm(args) != 0:
+            raise SystemExit(f"drmm train failed for {out}")
+    return json.loads((out / "metrics.json").read_text())
+
+
 def run(name: str, folder: Path, held_out: Path, work: Path, extra: list[str]) -> dict:
     """drmm train on the folder, then drmm predict on the held-out images; times both."""
     out = work / name
     t0 = time.perf_counter()
-    if not (out / "metrics.json").is_file():  # a finished run is reused
-        args = ["train", "--dataset", f"folder:{folder}", "--out", str(out), "--quiet",
-                "--no-tensorboard", *extra]
-        if (out / "checkpoint.pt").is_file():
-            args += ["--resume", str(out)]
-        if drmm(args) != 0:
-            raise SystemExit(f"drmm train failed for {name}")
+    metrics = train_or_reuse(out, ["--dataset", f"folder:{folder}", "--no-tensorboard", *extra])
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     csv_path = work / f"{name}-predictions.csv"
@@ -118,7 +124,6 @@ def run(name: str, folder: Path, held_out: Path, work: Path, extra: list[str]) -
         raise SystemExit(f"drmm predict failed for {name}")
     predict_s = time.perf_counter() - t0
     acc, n = accuracy_from_csv(csv_path)
-    metrics = json.loads((out / "metrics.json").read_text())
     return {"run": name, "flags": extra, "held_out_images": n, "accuracy": acc,
             "error": 1 - acc, "labels": metrics["labels"], "epochs": metrics["epochs"],
             "train_wall_s": metrics["wall_seconds"], "this_call_train_s": train_s,
