@@ -29,7 +29,12 @@ import time
 from pathlib import Path
 
 import torch
-from own_data import accuracy_from_csv, build_folder, folder_args  # a benchmarks/ neighbour
+from own_data import (  # a benchmarks/ neighbour
+    accuracy_from_csv,
+    build_folder,
+    folder_args,
+    train_or_reuse,
+)
 
 from drmm.cli import main as drmm
 from drmm.data.mnist import load_mnist
@@ -37,19 +42,17 @@ from drmm.files import write_json
 
 
 def train_and_score(folder: Path, held_out: Path, out: Path, seed: int, extra: list[str]) -> dict:
-    """drmm train (reused if finished) and drmm predict on the held-out images."""
+    """drmm train (reused if finished, resumed if killed) and drmm predict on the held-out
+    images."""
     t0 = time.perf_counter()
-    if not (out / "metrics.json").is_file():
-        if drmm(["train", "--dataset", f"folder:{folder}", "--out", str(out), "--seed",
-                 str(seed), "--quiet", "--no-tensorboard", *extra]) != 0:
-            raise SystemExit(f"drmm train failed in {out}")
+    metrics = train_or_reuse(out, ["--dataset", f"folder:{folder}", "--seed", str(seed),
+                                   "--no-tensorboard", *extra])
     train_s = time.perf_counter() - t0
     predictions = out.with_name(out.name + "-predictions.csv")
     if drmm(["predict", "--checkpoint", str(out), "--images", str(held_out), "--out",
              str(predictions), "--quiet"]) != 0:
         raise SystemExit(f"drmm predict failed for {out}")
     accuracy, n = accuracy_from_csv(predictions)
-    metrics = json.loads((out / "metrics.json").read_text())
     return {"error": 1 - accuracy, "held_out_images": n, "labels": metrics["labels"],
             "train_wall_s": metrics["wall_seconds"], "this_call_s": train_s}
 
