@@ -138,7 +138,7 @@ def main(args) -> dict:
     build_s = time.perf_counter() - t0
     common = ["--seed", str(args.seed)] + (["--epochs", str(args.epochs)] if args.epochs else [])
     runs = {"drmm": (args.name, shlex.split(args.drmm_flags)),
-            "supervised-only": ("supervised-only", ["--supervised-only"])}
+            "supervised-only": (args.supervised_name, ["--supervised-only"])}
     results = [run(name, folder, held_out, work, common + extra)
                for kind, (name, extra) in runs.items() if kind in args.runs]
     report = {"folder": str(folder), "held_out": str(held_out), "build_s": build_s,
@@ -180,6 +180,9 @@ def parse_args(argv=None):
     p.add_argument("--drmm-flags", default="",
                    help='flags the DRMM run adds, e.g. "--augment translate --labeled-batch 20"')
     p.add_argument("--name", default="drmm", help="the DRMM run's folder name under --work")
+    p.add_argument("--supervised-name", default="supervised-only",
+                   help="the --supervised-only run's folder name under --work (a finished run"
+                        " there is reused, so name runs of other settings apart)")
     p.add_argument("--out", help="JSON file to write")
     args = p.parse_args(argv)
     args.runs = args.runs.split(",")
