@@ -33,6 +33,7 @@ def test_colour_folders_get_the_photo_recipe(tmp_path, capsys):
     assert cfg.model.arch == "conv_photo" and cfg.train.augment == "crop_flip"
     assert cfg.train.preprocess == "standardize" and cfg.train.graph_prior == 0.0
     assert cfg.train.consistency == 1.0 and cfg.loss.con_threshold == 0.8
+    assert cfg.train.epochs == 40
     assert "colour images: the photo recipe" in capsys.readouterr().err
 
 
