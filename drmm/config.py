@@ -307,13 +307,22 @@ PRESETS: dict[str, dict] = {
 }
 
 
-# What each folder preset adds to the paper's step, in words, for the line that names it.
-PRESET_SUMMARY = {
-    "folder": "conv_small, shifts, 20 labeled + 80 unlabeled a step, graph prior in epoch 1,"
-              " consistency term, Adam, 20 epochs",
+# What each folder preset adds to the paper's step, in words, for the line that names it; the
+# figures in braces are filled from the preset itself (preset_summary), so they cannot drift.
+SUMMARY_WORDS = {
+    "folder": "conv_small, shifts, {labeled_batch} labeled + {unlabeled_batch} unlabeled a step,"
+              " graph prior in epoch 1, consistency term, Adam, {epochs} epochs",
     "folder_photo": "conv_photo, standardized channels, crops and mirror images, consistency"
-                    " term from q(c|I) 0.8, Adam, 40 epochs, Table 6's weights for colour images",
+                    " term from q(c|I) {con_threshold}, Adam, {epochs} epochs, Table 6's weights"
+                    " for colour images",
 }
+
+
+def preset_summary(key: str) -> str:
+    """The one-line description of a folder preset, with its own figures."""
+    values = {**PRESETS[key]["train"], **PRESETS[key]["loss"]}
+    values["unlabeled_batch"] = values["batch_size"] - values["labeled_batch"]
+    return SUMMARY_WORDS[key].format(**values)
 
 
 def apply_overrides(cfg: Config, d: dict, source: str) -> None:
@@ -392,7 +401,7 @@ def folder_preset(root: str, channels: int | None, quiet: bool) -> str:
     if not quiet:
         kind = ("colour images: the photo" if key == "folder_photo"
                 else "grayscale images: the grayscale")
-        print(f"drmm: note: {root} holds {kind} recipe ({PRESET_SUMMARY[key]}); any flag"
+        print(f"drmm: note: {root} holds {kind} recipe ({preset_summary(key)}); any flag"
               " overrides a part of it (README, docs/recipe.md)", file=sys.stderr)
     return key
 
