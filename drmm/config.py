@@ -320,9 +320,11 @@ SUMMARY_WORDS = {
 
 def preset_summary(key: str) -> str:
     """The one-line description of a folder preset, with its own figures."""
-    values = {**PRESETS[key]["train"], **PRESETS[key]["loss"]}
-    values["unlabeled_batch"] = values["batch_size"] - values["labeled_batch"]
-    return SUMMARY_WORDS[key].format(**values)
+    cfg = Config()
+    apply_overrides(cfg, PRESETS[key], source=f"preset {key}")
+    labeled_batch, unlabeled_batch = cfg.train.batch_split()
+    return SUMMARY_WORDS[key].format(labeled_batch=labeled_batch, unlabeled_batch=unlabeled_batch,
+                                     con_threshold=cfg.loss.con_threshold, epochs=cfg.train.epochs)
 
 
 def apply_overrides(cfg: Config, d: dict, source: str) -> None:
