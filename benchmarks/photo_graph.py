@@ -92,6 +92,10 @@ def main(argv=None) -> dict:
         data = load_run_data(cfg, state)
         labeled = np.flatnonzero(data.y_train.numpy() != UNLABELED)  # (N_L,)
         y = true_classes(data.paths_train, y_source)  # (N,)
+        if not np.array_equal(y[labeled], data.y_train.numpy()[labeled]):
+            raise SystemExit(f"{run}: the labeled files' classes are not CIFAR-10's at the index"
+                             " in their names; pass a run on a benchmarks/own_data.py folder"
+                             " built from this --data-dir")
         unl = data.y_train.numpy() == UNLABELED  # (N,)
         k = cfg.model.num_classes
         if pixels is None:  # the same folder for every run: one pixel graph

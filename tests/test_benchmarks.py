@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -179,3 +180,36 @@ def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
     for row in rows.values():  # each variant's error = the run's, less what it fixes, plus breaks
         assert row["test_error"] == pytest.approx(
             base["test_error"] + (row["broken"] - row["fixed"]) / n)
+
+
+def test_photo_graph_compares_the_graphs_with_the_run(tmp_path, capsys):
+    import own_data
+    import photo_graph
+    from helpers import tiny_train, write_yaml
+
+    from drmm.cli import main as drmm
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 8)  # (80,) ten classes, as CIFAR-10
+    x = (rng.integers(0, 60, (80, 8, 8, 3)) + 19 * y[:, None, None, None]).astype(np.uint8)
+    (tmp_path / "data" / "cifar10").mkdir(parents=True)
+    np.savez(tmp_path / "data" / "cifar10" / "cifar10.npz", x_train=x, y_train=y,
+             x_test=x[:20], y_test=y[:20])
+    folder, _ = own_data.build_folder(tmp_path / "w", str(tmp_path / "data"), per_class=2,
+                                      n_unlabeled=40, n_held_out=5, seed=0, source="cifar10")
+    run = tmp_path / "run"
+    assert drmm(tiny_train(f"folder:{folder}", run, write_yaml(tmp_path))) == 0
+    result = photo_graph.main([str(run), "--data-dir", str(tmp_path / "data"),
+                               "--out", str(tmp_path / "g.json")])
+    assert json.loads((tmp_path / "g.json").read_text()) == result
+    assert result["labeled"] == 20 and result["unlabeled"] == 40
+    row = result["runs"][0]
+    for part in (result["pixel_graph"], row["feature_graph"]):
+        assert 0 <= part["error"] <= 1
+        assert list(part["error_at_coverage"]) == list(row["run_error_at_coverage"])
+    assert row["graph_right"] + row["run_right"] <= row["disagree"] <= 40
+    y[:] = (y + 1) % 10  # another data set than the folder's: refused, not silently scored
+    np.savez(tmp_path / "data" / "cifar10" / "cifar10.npz", x_train=x, y_train=y,
+             x_test=x[:20], y_test=y[:20])
+    with pytest.raises(SystemExit, match="not CIFAR-10's"):
+        photo_graph.main([str(run), "--data-dir", str(tmp_path / "data")])
