@@ -299,7 +299,8 @@ PRESETS: dict[str, dict] = {
     # label draws (results/own_data.md). `cifar10` (5,000 steps) keeps 0.95, as measured there.
     # 40 epochs (5,000 steps of such a folder) rather than 20: 25.40 / 30.90 % against 30.45 /
     # 33.40 % on two draws, where the supervised network gains nothing from 40; on two more
-    # draws, untouched by the choice, 29.50 / 28.80 %, 0.79 / 0.77x the supervised (same file).
+    # draws, untouched by the 40-epoch choice, 29.50 / 28.80 %: 0.79 / 0.77x the supervised
+    # network (same file).
     "folder_photo": {
         "model": dict(arch="conv_photo"),
         "loss": dict(LARGE_WEIGHTS, con_threshold=0.8),
