@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from own_data import load_cifar  # noqa: E402  a benchmarks/ neighbour
 
 from drmm.checkpoint import load_trained_model  # noqa: E402
-from drmm.data import UNLABELED, load_run_data  # noqa: E402
+from drmm.data import load_run_data  # noqa: E402
 from drmm.files import write_json  # noqa: E402
 from drmm.graph_prior import propagate_labels  # noqa: E402
 
@@ -90,14 +90,18 @@ def main(argv=None) -> dict:
     for run in args.runs:
         model, cfg, state = load_trained_model(run)  # eval mode
         data = load_run_data(cfg, state)
-        labeled = np.flatnonzero(data.y_train.numpy() != UNLABELED)  # (N_L,)
+        labeled = np.asarray(state["labeled_indices"])  # (N_L,) the labels the run was given
         y = true_classes(data.paths_train, y_source)  # (N,)
         if not np.array_equal(y[labeled], data.y_train.numpy()[labeled]):
             raise SystemExit(f"{run}: the labeled files' classes are not CIFAR-10's at the index"
                              " in their names; pass a run on a benchmarks/own_data.py folder"
                              " built from this --data-dir")
-        unl = data.y_train.numpy() == UNLABELED  # (N,)
+        unl = np.ones(len(y), dtype=bool)  # (N,) the images whose label the run never saw
+        unl[labeled] = False
         k = cfg.model.num_classes
+        if result.get("folder", cfg.train.dataset) != cfg.train.dataset:
+            raise SystemExit(f"{run} trained on {cfg.train.dataset}, not {result['folder']};"
+                             " pass runs on one folder (they share its pixel graph)")
         if pixels is None:  # the same folder for every run: one pixel graph
             pixels = spread(data.x_train, labeled, y, k, unl)
             result |= {"folder": cfg.train.dataset, "labeled": len(labeled),

@@ -182,7 +182,7 @@ def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
             base["test_error"] + (row["broken"] - row["fixed"]) / n)
 
 
-def test_photo_graph_compares_the_graphs_with_the_run(tmp_path, capsys):
+def test_photo_graph_compares_the_graphs_with_the_run(tmp_path):
     import own_data
     import photo_graph
     from helpers import tiny_train, write_yaml
@@ -208,6 +208,11 @@ def test_photo_graph_compares_the_graphs_with_the_run(tmp_path, capsys):
         assert 0 <= part["error"] <= 1
         assert list(part["error_at_coverage"]) == list(row["run_error_at_coverage"])
     assert row["graph_right"] + row["run_right"] <= row["disagree"] <= 40
+    other, _ = own_data.build_folder(tmp_path / "w2", str(tmp_path / "data"), per_class=2,
+                                     n_unlabeled=40, n_held_out=5, seed=1, source="cifar10")
+    assert drmm(tiny_train(f"folder:{other}", tmp_path / "run2", write_yaml(tmp_path))) == 0
+    with pytest.raises(SystemExit, match="pass runs on one folder"):  # one pixel graph for all
+        photo_graph.main([str(run), str(tmp_path / "run2"), "--data-dir", str(tmp_path / "data")])
     y[:] = (y + 1) % 10  # another data set than the folder's: refused, not silently scored
     np.savez(tmp_path / "data" / "cifar10" / "cifar10.npz", x_train=x, y_train=y,
              x_test=x[:20], y_test=y[:20])
