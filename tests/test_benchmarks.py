@@ -1,17 +1,13 @@
 """The benchmarks keep working: each runs on a tiny configuration."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import plot_curves  # noqa: E402
-import step_throughput  # noqa: E402
-import table_cost  # noqa: E402
+from benchmarks.paper import table_cost
+from benchmarks.recipe import plot_curves
+from benchmarks.speed import step_throughput
 
 
 def test_step_throughput_tiny(tmp_path):
@@ -60,7 +56,7 @@ def test_plot_curves_against_epochs_and_minutes(tmp_path):
 
 
 def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
-    import recipe
+    from benchmarks.recipe import recipe
 
     out = tmp_path / "r.jsonl"
     argv = ["--dataset", "digits", "--variants", "default", "translate", "--seeds", "0",
@@ -79,10 +75,7 @@ def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
 
 
 def test_pixel_decodability_tiny(tmp_path):
-    import numpy as np
-    import pixel_decodability
-    import pytest
-
+    from benchmarks.paper import pixel_decodability
     from drmm.errors import DRMMError
     from drmm.synthetic import render_dataset
 
@@ -102,8 +95,7 @@ def test_pixel_decodability_tiny(tmp_path):
 
 
 def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
-    import show_mix_up
-
+    from benchmarks.recipe import show_mix_up
     from drmm.checkpoint import load_trained_model
     from drmm.config import preset
     from drmm.data import load_run_data
@@ -129,8 +121,7 @@ def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
 
 
 def test_graph_labels_reports_the_pseudo_labels_of_a_run(tmp_path):
-    import graph_labels
-
+    from benchmarks.recipe import graph_labels
     from drmm.config import preset
     from drmm.train import train
 
@@ -151,9 +142,9 @@ def test_graph_labels_reports_the_pseudo_labels_of_a_run(tmp_path):
 
 
 def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
-    import eval_variants
     import torch
 
+    from benchmarks.recipe import eval_variants
     from drmm.config import preset
     from drmm.train import train
 
@@ -183,10 +174,9 @@ def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
 
 
 def test_photo_graph_compares_the_graphs_with_the_run(tmp_path):
-    import own_data
-    import photo_graph
     from helpers import tiny_train, write_yaml
 
+    from benchmarks.own_data import own_data, photo_graph
     from drmm.cli import main as drmm
 
     rng = np.random.default_rng(0)

@@ -7,11 +7,11 @@ of that on 2,000 training images: still more than one call), so they travel as r
 most --part-mib each, one part per call, into the same warm machine, which keeps ignored files
 between calls:
 
-    python benchmarks/gpu_cifar10_full.py split        # here: .gpu_cifar/manifest.json, part*.bin
+    python -m benchmarks.gpu.gpu_cifar10_full split    # here: .gpu_cifar/manifest.json, part*.bin
     # then device calls back to back (a machine left idle is given back, with the parts):
     #   carry [".gpu_cifar/manifest.json", ".gpu_cifar/part0.bin"], command "ls .gpu_cifar"
     #   ... the same for part1.bin and part2.bin, then with part3.bin:
-    #   PYTHONPATH=. python3 benchmarks/gpu_cifar10_full.py train --minutes 8 --out $OUT
+    #   python3 -m benchmarks.gpu.gpu_cifar10_full train --minutes 8 --out $OUT
 
 `train` checks each part's sha256 (a missing or damaged part is named, with the fix), joins
 them into WORK/cifar10.npz, which drmm's loader checks against the official images' sha256,
@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # drmm, without PYTHONPATH
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_suite
-
-from drmm.files import atomic_write, write_json  # noqa: E402
+from benchmarks.common import device_and_name, subset
+from benchmarks.gpu.suite_training import plan_epochs
+from drmm.files import atomic_write, write_json
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 MANIFEST = "manifest.json"
@@ -89,7 +88,6 @@ def join(parts_dir: Path) -> dict[str, np.ndarray]:
 def train_full(a) -> dict:
     """Join the parts, plan the epochs that fit, train the cifar10 preset, write the records."""
     import torch
-    from gpu_suite import plan_epochs, setup, subset
 
     from drmm.config import preset
     from drmm.data import load_dataset
@@ -102,7 +100,7 @@ def train_full(a) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     arrays = join(Path(a.parts))
     atomic_write(work / "cifar10.npz", lambda f: np.savez(f, **arrays))  # sha256-checked on load
-    device, name = setup(a)
+    device, name = device_and_name(a.smoke)
     cfg = preset("cifar10")
     t = cfg.train
     t.data_dir, t.device, t.seed = str(work), str(device), a.seed

@@ -18,8 +18,8 @@ This script fills `.gpu_data/` (ignored by git) within a byte budget (default 40
 The compressed size is measured, not guessed: the number of unlabeled images is estimated from
 a sample, then cut until the whole folder fits the budget.
 
-    python benchmarks/gpu_data.py                      # --shared ../shared/data --out .gpu_data
-    python benchmarks/gpu_data.py --budget-mib 50 --test-images 5000
+    python -m benchmarks.gpu.gpu_data                      # --shared ../shared/data --out .gpu_data
+    python -m benchmarks.gpu.gpu_data --budget-mib 50 --test-images 5000
 """
 
 from __future__ import annotations
@@ -34,10 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # drmm, without PYTHONPATH
-
-from drmm.data.npz import load_npz  # noqa: E402
-from drmm.data.split import labeled_split  # noqa: E402
+from drmm.data.npz import load_npz
+from drmm.data.split import labeled_split
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -107,7 +105,7 @@ def write_subset(path: Path, x_train, y_train, x_test, y_test, lab, unl, test) -
     return path.stat().st_size
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shared", default="../shared/data",
                    help="folder holding mnist/*.gz and cifar10/cifar10.npz")
@@ -118,7 +116,61 @@ def main(argv=None) -> dict:
                    help="CIFAR-10 test images kept (class-balanced; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seeds the labeled split and the subsets")
     p.add_argument("--no-pytest", action="store_true", help="leave pytest.zip out")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def fit_subset(path: Path, arrays: tuple, lab, order, test, room: int) -> tuple[int, int, int]:
+    """Write the subset with as many unlabeled images (the first of `order`) as fit in `room`
+    bytes: (unlabeled images, bytes written, writes tried)."""
+    x_train, y_train, x_test, y_test = arrays
+    fixed = compressed_size(x_train=x_train[lab], x_test=x_test[test])  # labeled + test
+    if fixed > room:
+        sys.exit(f"gpu_data: the {len(lab)} labeled and {len(test)} test CIFAR-10 images take"
+                 f" {fixed / 2**20:.1f} MiB compressed, more than the {room / 2**20:.1f} MiB left"
+                 " of the budget; raise --budget-mib or lower --test-images")
+    sample = order[:1000]
+    per_image = compressed_size(x=x_train[sample]) / len(sample)
+    n_unl = min(len(order), int((room - fixed) / per_image))
+    tries = 0
+    while True:  # the estimate is close; cut until the measured size fits
+        tries += 1
+        size = write_subset(path, x_train, y_train, x_test, y_test, lab, order[:n_unl], test)
+        over = size - room
+        if over <= 0:
+            return n_unl, size, tries
+        if n_unl == 0:
+            sys.exit("gpu_data: the labeled and test images alone do not fit the budget")
+        n_unl = max(0, n_unl - int(over / per_image * 1.05) - 10)
+
+
+def readme(args, kept: dict, k: int) -> str:
+    """README.txt: what the folder holds, and how each part was chosen."""
+    budget, size, mnist_bytes = kept["budget_bytes"], kept["cifar_bytes"], kept["mnist_bytes"]
+    n_lab, n_unl, n_test = kept["cifar_labeled"], kept["cifar_unlabeled"], kept["cifar_test"]
+    return f"""\
+Prepared by benchmarks/gpu/gpu_data.py for benchmarks/gpu/gpu_suite.sh (carry this folder).
+
+mnist/: the four original MNIST files ({mnist_bytes} bytes), unchanged.
+{CIFAR_NAME} ({size} bytes), uint8 images, keys x_train y_train x_test y_test train_index
+test_index (indices into the original CIFAR-10 training / test arrays):
+- x_train: {n_lab + n_unl} of the 50,000 CIFAR-10 training images, in their original order:
+  all {n_lab} images of the class-balanced N_L = {args.labels} split
+  (drmm.data.split.labeled_split(y_train, {args.labels}, {k}, seed={args.seed}): the split
+  `drmm train --dataset cifar10 --labels {args.labels} --seed {args.seed}` uses), labeled, and
+  {n_unl} other training images (the first of a seeded permutation,
+  numpy default_rng([{args.seed}, 2])), labeled -1 (unlabeled).
+  The paper's unlabeled set is all 50,000 images: this one is {n_lab + n_unl}.
+- x_test: {n_test} of the 10,000 test images, {n_test // k if k else 0} per class
+  (labeled_split(y_test, {n_test}, {k}, seed={args.seed})): test errors carry the sampling
+  error of {n_test} images.
+pytest.zip: {"pytest and its dependencies, PYTHONPATH=.gpu_data/pytest.zip"
+             if kept["pytest_zip_bytes"] else "absent"}.
+Budget {args.budget_mib} MiB ({budget} bytes); kept: {json.dumps(kept)}
+"""
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     shared, out = Path(args.shared), Path(args.out)
     budget = int(args.budget_mib * 2**20)
     cifar_file = shared / "cifar10" / "cifar10.npz"
@@ -131,8 +183,8 @@ def main(argv=None) -> dict:
     mnist_bytes = copy_mnist(shared, out)
     pytest_bytes = 0 if args.no_pytest else zip_pytest(out)
     with np.load(cifar_file) as f:
-        x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test",
-                                                            "y_test"))
+        arrays = tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    y_train, y_test = arrays[1], arrays[3]
     k = int(y_train.max()) + 1
     lab = labeled_split(y_train, args.labels, k, args.seed)  # the N_L split training draws
     n_test = args.test_images - args.test_images % k
@@ -141,25 +193,8 @@ def main(argv=None) -> dict:
     order = np.random.default_rng([args.seed, 2]).permutation(rest)  # the unlabeled, in turn
 
     room = budget - folder_bytes(out) - README_RESERVE  # for the npz
-    fixed = compressed_size(x_train=x_train[lab], x_test=x_test[test])  # labeled + test
-    if fixed > room:
-        sys.exit(f"gpu_data: the {len(lab)} labeled and {len(test)} test CIFAR-10 images take"
-                 f" {fixed / 2**20:.1f} MiB compressed, more than the {room / 2**20:.1f} MiB left"
-                 " of the budget; raise --budget-mib or lower --test-images")
-    sample = order[:1000]
-    per_image = compressed_size(x=x_train[sample]) / len(sample)
-    n_unl = min(len(order), int((room - fixed) / per_image))
     path = out / CIFAR_NAME
-    tries = 0
-    while True:  # the estimate is close; cut until the measured size fits
-        tries += 1
-        size = write_subset(path, x_train, y_train, x_test, y_test, lab, order[:n_unl], test)
-        over = size - room
-        if over <= 0:
-            break
-        if n_unl == 0:
-            sys.exit("gpu_data: the labeled and test images alone do not fit the budget")
-        n_unl = max(0, n_unl - int(over / per_image * 1.05) - 10)
+    n_unl, size, tries = fit_subset(path, arrays, lab, order, test, room)
 
     check = load_npz(path)  # drmm's own checks of the format, then ours
     n_labeled = int((check["y_train"] >= 0).sum())
@@ -178,27 +213,7 @@ def main(argv=None) -> dict:
         "seed": args.seed,
         "write_tries": tries,
     }
-    readme = f"""\
-Prepared by benchmarks/gpu_data.py for benchmarks/gpu_suite.sh (carry this folder).
-
-mnist/: the four original MNIST files ({mnist_bytes} bytes), unchanged.
-{CIFAR_NAME} ({size} bytes), uint8 images, keys x_train y_train x_test y_test train_index
-test_index (indices into the original CIFAR-10 training / test arrays):
-- x_train: {len(lab) + n_unl} of the 50,000 CIFAR-10 training images, in their original order:
-  all {len(lab)} images of the class-balanced N_L = {args.labels} split
-  (drmm.data.split.labeled_split(y_train, {args.labels}, {k}, seed={args.seed}): the split
-  `drmm train --dataset cifar10 --labels {args.labels} --seed {args.seed}` uses), labeled, and
-  {n_unl} other training images (the first of a seeded permutation,
-  numpy default_rng([{args.seed}, 2])), labeled -1 (unlabeled).
-  The paper's unlabeled set is all 50,000 images: this one is {len(lab) + n_unl}.
-- x_test: {len(test)} of the 10,000 test images, {len(test) // k if k else 0} per class
-  (labeled_split(y_test, {len(test)}, {k}, seed={args.seed})): test errors carry the sampling
-  error of {len(test)} images.
-pytest.zip: {"pytest and its dependencies, PYTHONPATH=.gpu_data/pytest.zip" if pytest_bytes
-             else "absent"}.
-Budget {args.budget_mib} MiB ({budget} bytes); kept: {json.dumps(kept)}
-"""
-    (out / "README.txt").write_text(readme)
+    (out / "README.txt").write_text(readme(args, kept, k))
     kept["total_bytes"] = folder_bytes(out)
     print(f"gpu_data: {out}: MNIST {mnist_bytes / 2**20:.1f} MiB, CIFAR-10 {len(lab)} labeled +"
           f" {n_unl} unlabeled training images and {len(test)} test images"

@@ -7,7 +7,7 @@
 # The default list runs the `mnist` preset (20 epochs, the graph prior, the consistency term) on
 # label draws 3-8 and at N_L = 50 on seeds 1 and 2, all eight at once. Runs named on the command
 # line ("name|flags the preset gets", one argument each) replace the list.
-#   device tool: bash benchmarks/gpu_mnist_recipe.sh   (carry [".gpu_data"], timeout_s 600)
+#   device tool: bash benchmarks/gpu/gpu_mnist_recipe.sh   (carry [".gpu_data"], timeout_s 600)
 # Each run stops at RUN_S seconds (default 570) if not done; its record then holds the epochs it
 # reached. On an H200, six 20-epoch runs of 50 + 50 batches without the graph prior or the
 # consistency term took ~18.5 s an epoch (1,200 steps) each plus ~15 s to start (~385 s in all);
@@ -19,7 +19,7 @@
 # [the metrics.jsonl records], "final": metrics.json or null, "tail": the last log line}}): the
 # device tool brings back at most 8 files.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../..
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT_DIR=${OUT:-/tmp/gpu_mnist_recipe}
 RUN_S=${RUN_S:-570}

@@ -12,8 +12,8 @@
 #   2. throughput (THROUGHPUT_S, 110 s; on an H200 the first group took 47-57 s, cuDNN's
 #      autotuning of eight variants included, the second 14 s): the DRMM step against the
 #      supervised (DCN) step, ConvSmall and ConvLarge, batch 100 and 500, fp32 and bf16,
-#      channels-last and NCHW; images/s, their ratio, peak memory (benchmarks/step_throughput.py's
-#      timing, interleaved).
+#      channels-last and NCHW; images/s, their ratio, peak memory
+#      (benchmarks/speed/step_throughput.py's timing, interleaved).
 #   3. mnist (MNIST_S, 165 s): MNIST N_L = 100, +KL+NN, the paper's optimiser (SGD 0.2 -> 1e-4,
 #      exponential decay, batch 100, no momentum) over as many epochs as fit, after timing
 #      the step on this GPU.
@@ -25,9 +25,9 @@
 #      (train.augment, drmm/data/augment.py), both halves of each batch, on the GPU.
 #
 # The data on the GPU machine (no network, no registry) travels in .gpu_data/, made here by
-#   python benchmarks/gpu_data.py            # MNIST .gz files, the CIFAR subset, pytest.zip
+#   python -m benchmarks.gpu.gpu_data        # MNIST .gz files, the CIFAR subset, pytest.zip
 # and carried: run from the repository root with carry [".gpu_data"]:
-#   bash benchmarks/gpu_suite.sh             # (device tool: timeout_s 600)
+#   bash benchmarks/gpu/gpu_suite.sh         # (device tool: timeout_s 600)
 # It needs python3 with torch (CUDA), numpy, tqdm, matplotlib, pyyaml; pytest, if missing, is
 # taken from .gpu_data/pytest.zip. Data are looked for in .gpu_data, shared/data,
 # ../shared/data and $DRMM_DATA_DIR (MNIST) and $CIFAR_NPZ (CIFAR-10).
@@ -46,7 +46,7 @@
 # path runs but part 1's pytest call (the test suite runs those tests itself), no number means
 # anything. tests/test_gpu_suite.py runs it.
 set -uo pipefail  # no -e: a failing part is recorded and the next one runs
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
@@ -82,7 +82,7 @@ done
 CIFAR=${CIFAR_NPZ:-.gpu_data/cifar10_subset.npz}
 if [ ! -f "$CIFAR" ] && [ "$SMOKE" = 1 ]; then  # the smoke test needs no prepared data
     CIFAR=$WORK/fake_cifar10.npz
-    "$PYTHON" benchmarks/gpu_suite.py fake-cifar --path "$CIFAR"
+    "$PYTHON" -m benchmarks.gpu.gpu_suite fake-cifar --path "$CIFAR"
 fi
 PYTEST_PATH=""
 if ! "$PYTHON" -c "import pytest" 2> /dev/null && [ -f .gpu_data/pytest.zip ]; then
@@ -101,34 +101,35 @@ run_part() {  # name, budget in seconds, then the part's own arguments
     shift 2
     echo "gpu_suite: --- $name (at most ${budget} s) ---"
     start=$(date +%s)
-    timeout --kill-after=10 "$budget" "$PYTHON" benchmarks/gpu_suite.py "$name" "${COMMON[@]}" \
-        --deadline "$(( start + budget - MARGIN_S ))" "$@"
+    timeout --kill-after=10 "$budget" "$PYTHON" -m benchmarks.gpu.gpu_suite "$name" \
+        "${COMMON[@]}" --deadline "$(( start + budget - MARGIN_S ))" "$@"
     rc=$?
     echo "gpu_suite: $name ended after $(( $(date +%s) - start )) s, exit code $rc"
-    "$PYTHON" benchmarks/gpu_suite.py mark --for "$name" --rc "$rc" --out "$OUT_DIR"
+    "$PYTHON" -m benchmarks.gpu.gpu_suite mark --for "$name" --rc "$rc" --out "$OUT_DIR"
 }
 
 skip_part() {  # name, why
     echo "gpu_suite: --- $1 skipped: $2 ---"
-    "$PYTHON" benchmarks/gpu_suite.py skip --for "$1" --why "$2" --out "$OUT_DIR"
+    "$PYTHON" -m benchmarks.gpu.gpu_suite skip --for "$1" --why "$2" --out "$OUT_DIR"
 }
 
+NO_DATA="run python -m benchmarks.gpu.gpu_data and carry .gpu_data"
 if [ -n "$MNIST_DIR" ]; then
     run_part correctness "$CORRECT_S" --mnist-dir "$MNIST_DIR"
 else
-    skip_part correctness "no MNIST files (run benchmarks/gpu_data.py and carry .gpu_data)"
+    skip_part correctness "no MNIST files ($NO_DATA)"
 fi
 run_part throughput "$THROUGHPUT_S"
 if [ -n "$MNIST_DIR" ]; then
     run_part mnist "$MNIST_S" --mnist-dir "$MNIST_DIR"
 else
-    skip_part mnist "no MNIST files (run benchmarks/gpu_data.py and carry .gpu_data)"
+    skip_part mnist "no MNIST files ($NO_DATA)"
 fi
 if [ -f "$CIFAR" ]; then
     run_part cifar10 "$CIFAR_S" --cifar "$CIFAR"
 else
-    skip_part cifar10 "no $CIFAR (run benchmarks/gpu_data.py and carry .gpu_data)"
+    skip_part cifar10 "no $CIFAR ($NO_DATA)"
 fi
 
 echo "gpu_suite: total $(( $(date +%s) - T0 )) s"
-"$PYTHON" benchmarks/gpu_suite.py summary --out "$OUT_DIR"  # exit code 1 unless all parts ok
+"$PYTHON" -m benchmarks.gpu.gpu_suite summary --out "$OUT_DIR"  # exit code 1 unless all parts ok

@@ -1,9 +1,9 @@
 """The labeling loop on a folder of PNG files, as a user runs it: train, suggest, move, retrain.
 
-    python benchmarks/folder_label_loop.py --data-dir ../shared/data --seed 8 \
+    python -m benchmarks.own_data.folder_label_loop --data-dir ../shared/data --seed 8 \
         --work runs/folder-loop --out results/folder_label_loop.json
 
-Builds an MNIST-as-PNG folder (benchmarks/own_data.py's layout: DIR/labeled/<class>/ with
+Builds an MNIST-as-PNG folder (own_data.py's layout: DIR/labeled/<class>/ with
 --per-class images each, DIR/unlabeled/ with --unlabeled images, a held-out folder outside DIR
 from the test set), then for each --strategies entry (a `drmm suggest --score`, default margin):
 
@@ -29,13 +29,9 @@ import time
 from pathlib import Path
 
 import torch
-from own_data import (  # a benchmarks/ neighbour
-    accuracy_from_csv,
-    build_folder,
-    folder_args,
-    train_or_reuse,
-)
 
+from benchmarks.common import train_or_reuse
+from benchmarks.own_data.own_data import accuracy_from_csv, build_folder, folder_args
 from drmm.cli import main as drmm
 from drmm.data.mnist import load_mnist
 from drmm.files import write_json

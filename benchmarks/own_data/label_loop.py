@@ -1,6 +1,6 @@
 """The labeling loop: which 50 images to label next, by `drmm suggest`'s scores, against random.
 
-    python benchmarks/label_loop.py --dataset digits --seeds 0 1 2 3 4 \
+    python -m benchmarks.own_data.label_loop --dataset digits --seeds 0 1 2 3 4 \
         --strategies render+margin margin random --work runs/label_loop \
         --out results/label_loop.json
 

@@ -1,7 +1,7 @@
 """Novelty: does the DRMM's rendering error tell other data from MNIST better than max-softmax?
 
-    python benchmarks/novelty_auroc.py --checkpoint runs/mnist100 --data-dir ../shared/data \
-        --out results/novelty_auroc.json
+    python -m benchmarks.own_data.novelty_auroc --checkpoint runs/mnist100 \
+        --data-dir ../shared/data --out results/novelty_auroc.json
 
 For a run trained on MNIST (28x28 grayscale), each image gets two scores, higher = less like
 the training data: the rendering error under its predicted class (drmm/scores.py: the mean
@@ -36,6 +36,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 import drmm
+from benchmarks.common import load_cifar
 from drmm import scores
 from drmm.checkpoint import load_trained_model
 from drmm.data import to_tensor_images
@@ -48,11 +49,7 @@ OOD_SETS = ("cifar10_gray", "mnist_inverted", "uniform_noise", "mnist_rot180")
 
 def cifar10_gray(data_dir: Path, n: int) -> np.ndarray:
     """The first n CIFAR-10 test images as uint8 (n, 28, 28): luminance, bilinear resize."""
-    path = data_dir / "cifar10" / "cifar10.npz"
-    if not path.is_file():
-        path = data_dir / "cifar10.npz"
-    with np.load(path) as f:
-        rgb = f["x_test"][:n]  # (n, 32, 32, 3) uint8
+    rgb = load_cifar(data_dir)["x_test"][:n]  # (n, 32, 32, 3) uint8
     return np.stack([np.asarray(Image.fromarray(im).convert("L").resize(
         (28, 28), Image.Resampling.BILINEAR)) for im in rgb])  # (n, 28, 28)
 

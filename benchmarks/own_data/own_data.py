@@ -15,9 +15,9 @@ folder's draw (which images are labeled, unlabeled, held out) and the training s
 --seed. Runs take the folder preset's settings unless --epochs or --drmm-flags say otherwise.
 Prints a table and writes JSON.
 
-    python benchmarks/own_data.py --data-dir ../shared/data --work runs/own-data \
+    python -m benchmarks.own_data.own_data --data-dir ../shared/data --work runs/own-data \
         --out results/own_data.json
-    python benchmarks/own_data.py --source cifar10 --per-class 100 --unlabeled 10000 \
+    python -m benchmarks.own_data.own_data --source cifar10 --per-class 100 --unlabeled 10000 \
         --data-dir ../shared/data --work runs/photos --out results/own_photos.json
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -35,22 +34,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.common import cpu_name, load_cifar, train_or_reuse
 from drmm.cli import main as drmm
 from drmm.data import CIFAR10_NAMES
-from drmm.data.cifar10 import load_cifar10
 from drmm.data.mnist import load_mnist
 from drmm.files import write_json
-
-
-def load_cifar(data_dir: str | None) -> dict[str, np.ndarray]:
-    """CIFAR-10 as uint8 (N, 32, 32, 3) arrays: DIR/cifar10/cifar10.npz if there, else the
-    official tarball (found in DIR or the cache, or downloaded)."""
-    npz = Path(data_dir or ".") / "cifar10" / "cifar10.npz"
-    if npz.is_file():
-        with np.load(npz) as f:
-            return {k: f[k] for k in f.files}
-    return load_cifar10(data_dir)
-
 
 SOURCES = {"mnist": (load_mnist, [str(c) for c in range(10)]),  # (loader, class folder names)
            "cifar10": (load_cifar, CIFAR10_NAMES)}
@@ -99,18 +87,6 @@ def accuracy_from_csv(path: Path) -> tuple[float, int]:
     return right / len(rows), len(rows)
 
 
-def train_or_reuse(out: Path, flags: list[str]) -> dict:
-    """`drmm train --out OUT --quiet FLAGS`, unless OUT holds a finished run (reused as it is);
-    a killed run is resumed from its checkpoint. The run's metrics.json."""
-    if not (out / "metrics.json").is_file():
-        args = ["train", "--out", str(out), "--quiet", *flags]
-        if (out / "checkpoint.pt").is_file():
-            args += ["--resume", str(out)]
-        if drmm(args) != 0:
-            raise SystemExit(f"drmm train failed for {out}")
-    return json.loads((out / "metrics.json").read_text())
-
-
 def run(name: str, folder: Path, held_out: Path, work: Path, extra: list[str]) -> dict:
     """drmm train on the folder, then drmm predict on the held-out images; times both."""
     out = work / name
@@ -145,7 +121,7 @@ def main(args) -> dict:
               "per_class": args.per_class, "unlabeled": args.unlabeled,
               "held_out_images": args.held_out, "source": args.source, "seed": args.seed,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine(), "runs": results}
+              "cpu": cpu_name(), "runs": results}
     print(f"{args.source} folder built in {build_s:.0f} s: {10 * args.per_class} labeled,"
           f" {args.unlabeled}"
           f" unlabeled, {args.held_out} held out")

@@ -1,8 +1,8 @@
 """Would the graph prior help on photos if its graph were built on a learned representation?
 
 The graph prior (drmm/graph_prior.py) spreads the labels over a nearest-neighbour graph of the
-raw training images. On a colour folder of benchmarks/own_data.py (CIFAR-10 written out as PNG)
-pixel neighbours rarely share a class. This script measures, on the folder's unlabeled images
+raw training images. On a colour folder of own_data.py (CIFAR-10 written out as PNG) pixel
+neighbours rarely share a class. This script measures, on the folder's unlabeled images
 (true classes read back from the CIFAR-10 index in each file's name), the error of
 
   - label spreading over the graph of the preprocessed pixels (what --graph-prior uses),
@@ -13,28 +13,23 @@ pixel neighbours rarely share a class. This script measures, on the folder's unl
 and, where the feature graph and the run disagree, which of them is right. A supervised-only
 run's features are what a two-stage recipe could build the graph on before the DRMM trains:
 
-    python benchmarks/photo_graph.py runs/own-photos-2/supervised-only runs/own-photos-2/ep40 \\
-        --data-dir ../shared/data --out results/own_data/photo_graph_draw2.json
+    python -m benchmarks.own_data.photo_graph runs/own-photos-2/supervised-only \\
+        runs/own-photos-2/ep40 --data-dir ../shared/data \\
+        --out results/own_data/photo_graph_draw2.json
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from own_data import load_cifar  # noqa: E402  a benchmarks/ neighbour
-
-from drmm.checkpoint import load_trained_model  # noqa: E402
-from drmm.data import load_run_data  # noqa: E402
-from drmm.files import write_json  # noqa: E402
-from drmm.graph_prior import propagate_labels  # noqa: E402
+from benchmarks.common import load_cifar, load_run
+from drmm.files import write_json
+from drmm.graph_prior import propagate_labels
 
 BATCH = 500  # images a forward pass
 COVERAGES = (0.25, 0.5, 0.75)  # fractions of the unlabeled images, most certain first
@@ -88,14 +83,13 @@ def main(argv=None) -> dict:
     y_source = load_cifar(args.data_dir)["y_train"].astype(np.int64)  # (50000,)
     result, pixels = {"runs": []}, None
     for run in args.runs:
-        model, cfg, state = load_trained_model(run)  # eval mode
-        data = load_run_data(cfg, state)
+        model, cfg, state, data = load_run(run)  # eval mode
         labeled = np.asarray(state["labeled_indices"])  # (N_L,) the labels the run was given
         y = true_classes(data.paths_train, y_source)  # (N,)
         if not np.array_equal(y[labeled], data.y_train.numpy()[labeled]):
             raise SystemExit(f"{run}: the labeled files' classes are not CIFAR-10's at the index"
-                             " in their names; pass a run on a benchmarks/own_data.py folder"
-                             " built from this --data-dir")
+                             " in their names; pass a run on a benchmarks/own_data/own_data.py"
+                             " folder built from this --data-dir")
         unl = np.ones(len(y), dtype=bool)  # (N,) the images whose label the run never saw
         unl[labeled] = False
         k = cfg.model.num_classes

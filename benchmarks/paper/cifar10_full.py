@@ -11,7 +11,7 @@ whose metrics.json exists is read, not retrained, so the seeds can be trained in
 sittings or by parallel processes (one torch thread each: OMP_NUM_THREADS=1) and gathered at
 the end; an interrupted run resumes from its checkpoint.
 
-    python benchmarks/cifar10_full.py --data-dir ../shared/data --epochs 8 --seeds 0 1 2 \
+    python -m benchmarks.paper.cifar10_full --data-dir ../shared/data --epochs 8 --seeds 0 1 2 \
         --supervised-seeds 0 --work runs/cifar10-4000 --out results/cifar10_4000.json
 """
 
@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from own_data import train_or_reuse  # a benchmarks/ neighbour
 
+from benchmarks.common import cpu_name, train_or_reuse
 from drmm.data import CIFAR10_NAMES
 from drmm.files import write_json
 
@@ -58,7 +57,7 @@ def main(args) -> dict:
                        args) for s in args.supervised_seeds]
     errors = [r["test_error_pct"] for r in drmm_runs]
     report = {"preset": "cifar10", "labels": 4000, "device": args.device,
-              "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+              "torch": torch.__version__, "cpu": cpu_name(),
               "note": args.note, "this_call_s": round(time.perf_counter() - t0, 1),
               "drmm_mean_pct": round(statistics.mean(errors), 2) if errors else None,
               "drmm_std_pct": round(statistics.stdev(errors), 2) if len(errors) > 1 else None,

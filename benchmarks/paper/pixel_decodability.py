@@ -15,14 +15,13 @@ Errors on the test images, which none of the decoders saw. If a latent stays nea
 for the CNN, no layer of any network can be expected to keep it: it is (nearly) invisible in a
 32x32 image. Prints a table and writes JSON.
 
-    python benchmarks/pixel_decodability.py --data runs/synthetic/synthetic.npz \
+    python -m benchmarks.paper.pixel_decodability --data runs/synthetic/synthetic.npz \
         --out results/pixel_decodability.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from drmm.analysis.decoding import DecodingConfig, linear_probe, quantise
 from drmm.config import preset
 from drmm.data import Dataset, load_arrays, to_tensor_images
 from drmm.errors import DRMMError
+from drmm.files import write_json
 from drmm.train import train
 
 DECODERS = ("linear_pca10", "linear_pixels", "cnn")
@@ -112,8 +112,7 @@ def main(argv=None) -> dict:
         print(f"{latent}: " + ", ".join(f"{d} {100 * row[d]:.1f} %" for d in a.decoders)
               + f" (chance {100 * row['chance']:.1f} %)", flush=True)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(a.out, result)
     return result
 
 

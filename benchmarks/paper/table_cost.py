@@ -6,30 +6,26 @@ network of each table, then prices every table under the `paper` schedule (Appen
 epochs; an epoch is one pass over the unlabeled set, each step 50 labeled + 50 unlabeled
 images, so 2 x N_U images an epoch). Speeds come from a measurement in this process (`--time`,
 on --device) or are given (`--images-per-s table1=850 table4=30`, e.g. from a training log or
-benchmarks/gpu_suite.sh), or, for a device not at hand, from an assumed sustained rate
+benchmarks/gpu/gpu_suite.sh), or, for a device not at hand, from an assumed sustained rate
 (`--tflops 40`: an estimate, labelled as one). Prints the figures and writes JSON.
 
-    python benchmarks/table_cost.py --time --out results/table_cost.json
+    python -m benchmarks.paper.table_cost --time --out results/table_cost.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.common import time_steps
 from drmm.config import PAPER_SCHEDULE as PAPER
 from drmm.config import preset
+from drmm.files import write_json
 from drmm.model import DRMM
 from drmm.reproduce import TABLES
 from drmm.step import Batch, make_optimizer, paper_step
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, run as a script
-from step_throughput import time_steps  # noqa: E402
 
 # table -> (channels, image size, N_U: the unlabeled training set of the paper)
 DATA = {"table1": (1, 28, 60000), "table3": (3, 32, 73257), "table4": (3, 32, 50000)}
@@ -37,7 +33,7 @@ DATA = {"table1": (1, 28, 60000), "table3": (3, 32, 73257), "table4": (3, 32, 50
 
 def step_setup(table: str, batch: int, device: torch.device):
     """The table's network and optimiser, and one random batch (labeled half, labels, unlabeled
-    half), in the order `step_throughput.time_steps` takes them."""
+    half), in the order `benchmarks.common.time_steps` takes them."""
     cfg = paper_step(preset(TABLES[table].preset))  # the tables' runs: the paper's step,
     cfg.model.arch = TABLES[table].arch  # on the paper's network, whatever the preset trains
     channels, size, _ = DATA[table]
@@ -111,8 +107,7 @@ def main(args) -> dict:
               + (f"; at {speed:.0f} images/s ({source}): {row['hours_per_run']:.1f} h a run, "
                  f"{row['hours_per_table']:.0f} h the table" if speed else ""), flush=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     return result
 
 

@@ -1,6 +1,6 @@
 """Ways to evaluate one trained run, compared on the same weights.
 
-    python benchmarks/eval_variants.py runs/gp1_s0 --data-dir ../shared/data \
+    python -m benchmarks.recipe.eval_variants runs/gp1_s0 --data-dir ../shared/data \
         --out results/recipe/eval_variants_s0.json
 
 Training runs differ by their seed's luck; evaluations of one set of weights do not, so a
@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import update_bn
 
-from drmm.checkpoint import load_trained_model, resolve_checkpoint
-from drmm.data import load_run_data
+from benchmarks.common import load_run, run_arguments
+from drmm.checkpoint import resolve_checkpoint
 from drmm.evaluate import predicted_classes
-from drmm.files import atomic_write
+from drmm.files import write_json
 
 
 def recompute_bn(model, x_train: torch.Tensor, images: int = 5000, batch: int = 500) -> None:
@@ -64,8 +64,7 @@ def tta_classes(model, x: torch.Tensor, radius: int, batch_size: int = 1000) -> 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="a run folder or its checkpoint.pt")
-    p.add_argument("--data-dir", default=None, help="where the run's data set is (or goes)")
+    run_arguments(p)
     p.add_argument("--bn-images", type=int, nargs="+", default=[10000, 60000],
                    help="training images for each bn_recomputed variant")
     p.add_argument("--tta", type=int, nargs="+", default=[1, 2],
@@ -73,8 +72,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", help="JSON to write")
     args = p.parse_args(argv)
 
-    model, cfg, state = load_trained_model(args.run)  # eval mode
-    data = load_run_data(cfg, state, data_dir=args.data_dir)
+    model, cfg, state, data = load_run(args.run, args.data_dir)  # eval mode
     x, y = data.x_test, data.y_test  # (N, C, H, W), (N,)
     base = predicted_classes(model, x)  # (N,) the run's own evaluation
     base_right = base == y
@@ -103,7 +101,7 @@ def main(argv=None) -> dict:
     result = {"run": str(args.run), "recorded_test_error": recorded, "test_images": len(y),
               "variants": rows}
     if args.out:
-        atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1).encode()))
+        write_json(args.out, result)
     return result
 
 

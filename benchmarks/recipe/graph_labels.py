@@ -7,39 +7,32 @@ images of class T it calls P), and, where the run and the graph disagree, which 
 right, by the graph's certainty: would keeping the graph's pull on for the whole run help?
 results/recipe.md, sections 8 and 11:
 
-    python benchmarks/graph_labels.py runs/mnist_preset_s1 --data-dir ../shared/data \\
+    python -m benchmarks.recipe.graph_labels runs/mnist_preset_s1 --data-dir ../shared/data \\
         --out results/recipe/graph_labels_s1.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import load_run, run_arguments
+from drmm.evaluate import count_confusion, predicted_classes, worst_confusion
+from drmm.files import write_json
+from drmm.graph_prior import graph_pseudo_labels
+
 CERTAINTIES = (0.0, 0.5, 0.7, 0.8, 0.9)  # lower bounds of the disagreement table's rows
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from drmm.checkpoint import load_trained_model  # noqa: E402
-from drmm.data import load_run_data  # noqa: E402
-from drmm.evaluate import count_confusion, predicted_classes, worst_confusion  # noqa: E402
-from drmm.graph_prior import graph_pseudo_labels  # noqa: E402
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="a run folder or its checkpoint.pt")
-    p.add_argument("--data-dir", default=None, help="where the run's data set is (or goes)")
+    run_arguments(p)
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
-    model, cfg, state = load_trained_model(args.run)  # eval mode
-    data = load_run_data(cfg, state, data_dir=args.data_dir)
+    model, cfg, state, data = load_run(args.run, args.data_dir)  # eval mode
     labeled = np.asarray(state["labeled_indices"])  # (N_L,)
     y = data.y_train.numpy()  # (N,)
     k = cfg.model.num_classes
@@ -80,7 +73,7 @@ def main(argv=None) -> dict:
         print(f"  certainty >= {row['certainty_at_least']}: {row['disagree']} of {row['images']}"
               f" images, the graph right on {row['graph_right']}, the run on {row['run_right']}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     return result
 
 

@@ -1,9 +1,9 @@
 """Test-error curves of training runs, one line per metrics.jsonl (results/recipe.md).
 
-    python benchmarks/plot_curves.py --title "digits, 50 labels" --out curves.png \
+    python -m benchmarks.recipe.plot_curves --title "digits, 50 labels" --out curves.png \
         results/recipe/digits_runs/*.jsonl
 
-    python benchmarks/plot_curves.py --x minutes --out curves.png \
+    python -m benchmarks.recipe.plot_curves --x minutes --out curves.png \
         results/recipe/mnist_full/*/metrics.jsonl       # against wall-clock time
 
 Each file's name (without .jsonl; a run folder's name for its metrics.jsonl) labels its line;

@@ -1,8 +1,8 @@
 """Recipe study: training variants against the preset's recipe, on the same seeds.
 
-    python benchmarks/recipe.py --dataset digits --variants default translate --seeds 0 1 2 3 4 \
-        --out results/recipe/digits.jsonl
-    python benchmarks/recipe.py --report results/recipe/digits.jsonl
+    python -m benchmarks.recipe.recipe --dataset digits --variants default translate \
+        --seeds 0 1 2 3 4 --out results/recipe/digits.jsonl
+    python -m benchmarks.recipe.recipe --report results/recipe/digits.jsonl
 
 Each run trains from the preset with the variant's overrides (VARIANTS, dotted config keys) and
 appends one JSON line: the end-of-training test error (never the best epoch), the test-error

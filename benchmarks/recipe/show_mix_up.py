@@ -1,6 +1,6 @@
 """Pictures of a trained run's largest mix-up: a class mode that no labeled image shows.
 
-    python benchmarks/show_mix_up.py runs/mnist_preset_s1 --data-dir ../shared/data \
+    python -m benchmarks.recipe.show_mix_up runs/mnist_preset_s1 --data-dir ../shared/data \
         --out results/recipe_seed1_mix_up.png
 
 Rows: the run's labeled images of the true class, those of the predicted class, test images
@@ -16,15 +16,13 @@ import argparse
 import numpy as np
 import torch
 
-from drmm.checkpoint import load_trained_model
-from drmm.data import load_run_data
+from benchmarks.common import load_run, run_arguments
 from drmm.evaluate import count_confusion, predicted_classes, save_image_grid, worst_confusion
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="a run folder or its checkpoint.pt")
-    p.add_argument("--data-dir", default=None, help="where the run's data set is (or goes)")
+    run_arguments(p)
     p.add_argument("--true", type=int, default=None, help="true class (default: worst mix-up)")
     p.add_argument("--predicted", type=int, default=None, help="predicted class")
     p.add_argument("--n", type=int, default=10, help="images per row")
@@ -33,8 +31,7 @@ def main(argv=None) -> dict:
     if (args.true is None) != (args.predicted is None):
         p.error("give --true and --predicted together (one cell), or neither (the worst mix-up)")
 
-    model, cfg, state = load_trained_model(args.run)  # eval mode
-    data = load_run_data(cfg, state, data_dir=args.data_dir)
+    model, cfg, state, data = load_run(args.run, args.data_dir)  # eval mode
     guess = predicted_classes(model, data.x_test)  # (N,)
     counts = count_confusion(data.y_test, guess, cfg.model.num_classes)  # (K, K)
     true, pred, n = worst_confusion(counts)

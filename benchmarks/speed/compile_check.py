@@ -1,7 +1,7 @@
 """torch.compile against eager for the paper's DRMM training step (ConvSmall, batch 100), in
 one process.
 
-    python benchmarks/compile_check.py
+    python -m benchmarks.speed.compile_check
 
 Eager is timed before and after the compiled step, so machine noise shows up as a gap between
 the two eager figures.
@@ -11,9 +11,10 @@ import time
 
 import torch
 
+from benchmarks.common import time_steps
 from drmm.config import preset
 from drmm.model import DRMM
-from drmm.step import Batch, Objective, make_optimizer, paper_step, step_weights, train_step
+from drmm.step import Batch, Objective, make_optimizer, paper_step
 
 WARMUP, STEPS, BATCH = 3, 10, 100
 
@@ -21,12 +22,9 @@ WARMUP, STEPS, BATCH = 3, 10, 100
 def images_per_s(stepper, model, cfg, x, y) -> float:
     opt, sched = make_optimizer(model, cfg, 10**6)
     half = BATCH // 2
-    batch, weights = Batch(x[:half], y[:half], x[half:]), step_weights(cfg, 0, 1)
-    for i in range(WARMUP + STEPS):
-        if i == WARMUP:  # compilation happens in the warm-up steps
-            t0 = time.perf_counter()
-        train_step(stepper, model, opt, sched, batch, weights, check=False)
-    return BATCH * STEPS / (time.perf_counter() - t0)
+    batch = Batch(x[:half], y[:half], x[half:])
+    time_steps(model, cfg, opt, sched, batch, WARMUP, stepper)  # compilation happens here
+    return BATCH / time_steps(model, cfg, opt, sched, batch, STEPS, stepper)
 
 
 def main() -> None:

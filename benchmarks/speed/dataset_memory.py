@@ -1,6 +1,6 @@
 """Memory of a loaded data set: images kept uint8 (load_dataset) against the float32 tensors.
 
-    python benchmarks/dataset_memory.py --out results/dataset_memory.json
+    python -m benchmarks.speed.dataset_memory --out results/dataset_memory.json
 
 Writes an npz of --n random RGB images of --size px (what load_folder returns after decoding a
 folder: uint8 (N, H, W, 3) and labels; the files' decoding is not measured here), then loads it
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import ROOT
 from drmm.files import write_json
 
 MEASURE = """
@@ -54,9 +55,8 @@ print(json.dumps({"peak_rss_bytes": rss, "train_images_bytes": held,
 
 
 def measure(mode: str, npz: Path) -> dict:
-    root = str(Path(__file__).resolve().parents[1])
     done = subprocess.run([sys.executable, "-c", MEASURE, mode, str(npz)], capture_output=True,
-                          text=True, check=True, env={**os.environ, "PYTHONPATH": root})
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return json.loads(done.stdout)
 
 

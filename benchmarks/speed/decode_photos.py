@@ -18,8 +18,9 @@ and prints images/s of each and their ratios; JSON with --out. The pixels of old
 compared on the images without an EXIF tag (--resize squash, the old way's geometry). Also the
 memory of the decoded arrays of a 200,000-image 64 px folder, from shapes and dtypes alone.
 
-    python benchmarks/decode_photos.py --work runs/decode-photos --out results/decode_photos.json
-    python benchmarks/decode_photos.py --n 40 --width 600 --height 400 --work /tmp/dp   # quick
+    python -m benchmarks.speed.decode_photos --work runs/decode-photos \
+        --out results/decode_photos.json
+    python -m benchmarks.speed.decode_photos --n 40 --width 600 --height 400 --work /tmp/dp  # quick
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 import drmm.data.folder as folder
+from benchmarks.common import cpu_name
 from drmm.data.folder import decode, in_order, load_folder
 from drmm.files import write_json
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": seconds, "images_per_s": rate, "ratios": ratios,
         "mean_abs_pixel_diff_old_vs_new": None if diff is None else float(diff),
         "memory_200k_64px": memory(),
-        "platform": {"cpu": platform.processor() or platform.machine(),
+        "platform": {"cpu": cpu_name(),
                      "python": platform.python_version(),
                      "pillow": Image.__version__},
     }

@@ -4,8 +4,8 @@ The budget: 60,000 images (50K train + 10K test) in at most 10 minutes on 2 CPU 
 Renders --n images (a data set split of that size, exactly as `drmm render` does), times the
 compressed .npz write of them, and extrapolates both to 60,000 images. Prints JSON.
 
-    python benchmarks/render_throughput.py --n 60000 --out results/render_throughput.json
-    python benchmarks/render_throughput.py --n 2000   # a quick estimate
+    python -m benchmarks.speed.render_throughput --n 60000 --out results/render_throughput.json
+    python -m benchmarks.speed.render_throughput --n 2000   # a quick estimate
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import argparse
 import io
 import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import cpu_name
+from drmm.files import write_json
 from drmm.synthetic.render import render_split
 from drmm.synthetic.scene import RenderConfig
 
@@ -49,12 +49,11 @@ def main(args) -> dict:
         "batch_size": args.batch_size,
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_json(args.out, result)
     return result
 
 

@@ -7,7 +7,7 @@ with its 95 % bootstrap interval and the 10th-90th percentile range of single ro
 taken inside each round (the same); a warning names every figure whose single rounds range
 wider than --wide of its median. Prints the figures and writes JSON.
 
-    python benchmarks/step_throughput.py --arch conv_small --batch 100 --channels-last \
+    python -m benchmarks.speed.step_throughput --arch conv_small --batch 100 --channels-last \
         --threads 1 2 --out results/step_throughput.json
 """
 
@@ -15,34 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import SIZES, cpu_name, time_steps
 from drmm.config import preset
+from drmm.files import write_json
 from drmm.losses import StepContext, drmm_objective
 from drmm.model import DRMM
-from drmm.step import Batch, Objective, make_optimizer, paper_step, step_weights, train_step
-
-SIZES = {"conv_small": (1, 28), "conv_large": (3, 32), "conv_tiny": (1, 12)}
-
-
-def time_steps(model, cfg, opt, sched, batch: Batch, steps: int) -> float:
-    """Seconds per optimisation step, averaged over `steps` steps, each term of the objective
-    at its weight of the run's first step."""
-    stepper = Objective(model, cfg)
-    weights = step_weights(cfg, 0, 1)
-    t0 = time.perf_counter()
-    for _ in range(steps):  # the training loop's own step, without its NaN check (a host sync)
-        train_step(stepper, model, opt, sched, batch, weights, check=False)
-    if batch.x_lab.is_cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+from drmm.step import Batch, make_optimizer, paper_step, step_weights
 
 
 def phase_times(model, cfg, opt, batch: Batch, steps: int) -> dict[str, float]:
@@ -89,28 +74,26 @@ def spread(values: list[float]) -> dict[str, float]:
             "p90": float(p90), "relative_spread": float((p90 - p10) / median)}
 
 
-def main(args) -> dict:
-    device = torch.device(args.device)
-    channels, size = SIZES[args.arch]
-    # the paper's DRMM step, as the GPU suite times it (the mnist preset's consistency term adds
-    # a bottom-up pass: 35 against 26 min a 14-epoch MNIST run here)
-    cfg = paper_step(preset("mnist"))
-    cfg.model.arch, cfg.model.in_channels, cfg.model.image_size = args.arch, channels, size
-    torch.manual_seed(0)
-    half = args.batch // 2
-    x = torch.rand(args.batch, channels, size, size, device=device)  # (B, C, H, W)
-    y = torch.randint(0, 10, (args.batch,), device=device)  # (B,)
-    # The supervised step takes all B images with labels; the DRMM step B/2 labeled + B/2 not.
-    # variant name -> (supervised step?, channels_last?, bf16 autocast?, torch threads)
+def variants_of(args, threads: list[int]) -> dict[str, tuple]:
+    """variant name -> (supervised step?, channels_last?, bf16 autocast?, torch threads)."""
     kinds = {"supervised": (True, False, False), "drmm": (False, False, False)}
     if args.channels_last:
         kinds |= {"supervised_channels_last": (True, True, False),
                   "drmm_channels_last": (False, True, False)}
     if args.bf16:
         kinds |= {"supervised_bf16": (True, False, True), "drmm_bf16": (False, False, True)}
-    threads = args.threads or [torch.get_num_threads()]
-    variants = {(name if len(threads) == 1 else f"{name}_{n}t"): (*kind, n)
-                for n in threads for name, kind in kinds.items()}
+    return {(name if len(threads) == 1 else f"{name}_{n}t"): (*kind, n)
+            for n in threads for name, kind in kinds.items()}
+
+
+def warmed_up(cfg, variants: dict[str, tuple], device, args) -> dict[str, tuple]:
+    """Each variant's model, optimiser, batch and autocast, after --warmup untimed steps."""
+    channels, size = SIZES[args.arch]
+    torch.manual_seed(0)
+    half = args.batch // 2
+    x = torch.rand(args.batch, channels, size, size, device=device)  # (B, C, H, W)
+    y = torch.randint(0, 10, (args.batch,), device=device)  # (B,)
+    # The supervised step takes all B images with labels; the DRMM step B/2 labeled + B/2 not.
     runs = {}
     for name, (supervised, channels_last, bf16, n) in variants.items():
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -124,10 +107,16 @@ def main(args) -> dict:
         torch.set_num_threads(n)
         with autocast:
             time_steps(model, cfg, opt, sched, batch, args.warmup)
-    # Many short rounds, each timing every variant once in a new random order: a slow spell of
-    # the machine hits one round of each variant, not all the rounds of one. Each figure is the
-    # median over rounds; each ratio is taken inside a round (the same machine state), then the
-    # median over rounds.
+    return runs
+
+
+def timed_rounds(cfg, runs: dict[str, tuple], args) -> dict[str, list[float]]:
+    """Seconds per step of each variant, one figure per round.
+
+    Many short rounds, each timing every variant once in a new random order: a slow spell of
+    the machine hits one round of each variant, not all the rounds of one. Each figure is the
+    median over rounds; each ratio is taken inside a round (the same machine state), then the
+    median over rounds."""
     order = random.Random(0)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
@@ -137,6 +126,20 @@ def main(args) -> dict:
             torch.set_num_threads(n)
             with autocast:
                 seconds[name].append(time_steps(model, cfg, opt, sched, batch, args.steps))
+    return seconds
+
+
+def main(args) -> dict:
+    device = torch.device(args.device)
+    channels, size = SIZES[args.arch]
+    # the paper's DRMM step, as the GPU suite times it (the mnist preset's consistency term adds
+    # a bottom-up pass: 35 against 26 min a 14-epoch MNIST run here)
+    cfg = paper_step(preset("mnist"))
+    cfg.model.arch, cfg.model.in_channels, cfg.model.image_size = args.arch, channels, size
+    threads = args.threads or [torch.get_num_threads()]
+    variants = variants_of(args, threads)
+    runs = warmed_up(cfg, variants, device, args)
+    seconds = timed_rounds(cfg, runs, args)
     ips = {k: spread([args.batch / t for t in v]) for k, v in seconds.items()}
     ratios = {f"{k}_over_{base}": spread([a / b for a, b in zip(seconds[k], seconds[base],
                                                                 strict=True)])
@@ -155,7 +158,7 @@ def main(args) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": threads,
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         # images/s of each variant: median over rounds (its 95 % interval), p10, p90 of rounds
@@ -172,8 +175,7 @@ def main(args) -> dict:
               f" {100 * {**ips, **ratios}[k]['relative_spread']:.0f} % (p10-p90) over the"
               " rounds: the machine is busy; compare figures with care", file=sys.stderr)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_json(args.out, result)
     return result
 
 
