@@ -55,6 +55,21 @@ def test_plot_curves_against_epochs_and_minutes(tmp_path):
         assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plot_curves_reads_a_folded_record_run_by_run(tmp_path):
+    folded = tmp_path / "epochs.jsonl"  # results/*/epochs.jsonl: one line per run and epoch
+    rows = [{"run": run, "epoch": e, "test_error": 0.1 / e, "wall_seconds": 60.0 * e}
+            for run in ("a_seed0", "a_seed1", "b_seed0") for e in (1, 2)]
+    folded.write_text("\n".join(map(json.dumps, rows)))
+    assert [(name, len(r)) for name, r in plot_curves.curves(folded, None)] == [
+        ("a_seed0", 2), ("a_seed1", 2), ("b_seed0", 2)]
+    assert [name for name, _ in plot_curves.curves(folded, ["b_seed0", "a_seed0"])] == [
+        "b_seed0", "a_seed0"]
+    plot_curves.main([str(folded), "--runs", "a_seed1", "--out", str(tmp_path / "c.png")])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit):  # a name the record lacks: refused, not an empty figure
+        plot_curves.main([str(folded), "--runs", "c_seed0", "--out", str(tmp_path / "d.png")])
+
+
 def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
     from benchmarks.recipe import recipe
 

@@ -3,7 +3,8 @@
 # cores cannot afford. A ConvSmall step at batch 100 leaves the GPU mostly idle, so concurrent
 # processes fill it (six runs: 3.4x the images/s of one on an H200). Test error is a property of
 # the recipe, not of the device; what a run costs on the CPU is timed on the CPU
-# (results/recipe.md). What earlier lists measured: results/gpu.md, sections 5-8.
+# (results/recipe.md). What earlier lists measured: results/gpu.md, its MNIST sections; their
+# records: results/gpu/mnist_recipe/.
 # The default list runs the `mnist` preset (20 epochs, the graph prior, the consistency term) on
 # label draws 3-8 and at N_L = 50 on seeds 1 and 2, all eight at once. Runs named on the command
 # line ("name|flags the preset gets", one argument each) replace the list.

@@ -16,9 +16,9 @@ folder's draw (which images are labeled, unlabeled, held out) and the training s
 Prints a table and writes JSON.
 
     python -m benchmarks.own_data.own_data --data-dir ../shared/data --work runs/own-data \
-        --out results/own_data.json
+        --out runs/own_data.json
     python -m benchmarks.own_data.own_data --source cifar10 --per-class 100 --unlabeled 10000 \
-        --data-dir ../shared/data --work runs/photos --out results/own_photos.json
+        --data-dir ../shared/data --work runs/photos --out runs/own_photos.json
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ run's features are what a two-stage recipe could build the graph on before the D
 
     python -m benchmarks.own_data.photo_graph runs/own-photos-2/supervised-only \\
         runs/own-photos-2/ep40 --data-dir ../shared/data \\
-        --out results/own_data/photo_graph_draw2.json
+        --out runs/photo_graph_draw2.json
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ BatchNorm running statistics: the number the run recorded). Variants:
   pixels each way ((2R + 1)^2 of them), zero padded as training's `--augment translate` pads
   (drmm/data/augment.py).
 
-Neither made drmm's evaluation (results/recipe.md, section 9; MNIST N_L = 100, seed 0): fresh
-statistics fixed 1 test image and broke 3; tta_1 fixed 11 and broke 15; tta_2 fixed 13 and broke
-8, a difference within chance (exact McNemar p = 0.38) at 25 forward passes an image.
+Neither made drmm's evaluation (results/recipe.md, "Evaluation as trained"; MNIST N_L = 100,
+seed 0): fresh statistics fixed 1 test image and broke 3; tta_1 fixed 11 and broke 15; tta_2
+fixed 13 and broke 8, a difference within chance (exact McNemar p = 0.38) at 25 forward passes
+an image.
 
 Prints one line per variant and writes them as JSON.
 """

@@ -5,10 +5,11 @@ the labeled images of a finished run; then, on the training images, the pseudo-l
 (plain and weighted by certainty), their classes on the run's largest training mix-up (the
 images of class T it calls P), and, where the run and the graph disagree, which of them is
 right, by the graph's certainty: would keeping the graph's pull on for the whole run help?
-results/recipe.md, sections 8 and 11:
+results/recipe.md, "MNIST: the graph prior" and "... for one epoch" (its record:
+results/recipe/graph_labels.jsonl, a line per run):
 
     python -m benchmarks.recipe.graph_labels runs/mnist_preset_s1 --data-dir ../shared/data \\
-        --out results/recipe/graph_labels_s1.json
+        --out runs/graph_labels_s1.json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pictures of a trained run's largest mix-up: a class mode that no labeled image shows.
 
     python -m benchmarks.recipe.show_mix_up runs/mnist_preset_s1 --data-dir ../shared/data \
-        --out results/recipe_seed1_mix_up.png
+        --out results/recipe/mix_up_seed1.png
 
 Rows: the run's labeled images of the true class, those of the predicted class, test images
 of the true class given the wrong label, and test images of the true class classified right.
