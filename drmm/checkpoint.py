@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drmm.checkpoint_check import check_like, check_trained, check_training
+from drmm.checkpoint_check import check_like, check_trained, check_training, describe
 from drmm.config import FREE_ON_RESUME, Config
 from drmm.errors import DRMMError
 from drmm.files import atomic_write, require_file
@@ -122,21 +122,12 @@ def load_trained_model(path: str | Path):
     cfg = check_trained(resolve_checkpoint(path), state)  # types, finite weights
     try:
         model = DRMM(cfg.model)
-        check_dtypes(path, state["model"], model.state_dict())
         model.load_state_dict(state["model"])
     except (ValueError, RuntimeError) as e:
         raise DRMMError(f"{path}: the weights do not fit the config stored with them"
                         f" ({state_dict_problem(e)}); the file is damaged or not from this"
                         " version") from e
     return model.eval(), cfg, state
-
-
-def check_dtypes(path, saved: dict, fresh: dict) -> None:
-    """Weights of the dtypes the network's own have (load_state_dict would cast them)."""
-    for k in saved.keys() & fresh.keys():
-        if saved[k].dtype != fresh[k].dtype:
-            raise DRMMError(f"{path}: weight {k} is {saved[k].dtype}, the network's is"
-                            f" {fresh[k].dtype}; the file is damaged or not from this version")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,13 +186,14 @@ def load_run_state(path: Path) -> dict:
                         " start the run without --resume")
     state = load_checkpoint(path)
     version = state.get("format", 1)
+    known = type(version) is int and 1 <= version <= CHECKPOINT_FORMAT  # not a bool, not None
     need = {"model", "optimizer", "scheduler", "epoch", "config", "labeled_indices", "rng",
             "history"}
-    if version >= 2:
+    if known and version >= 2:
         need |= {"step", "data_rng", "sums", "good_steps", "epoch_skipped", "skipped",
                  "wall_seconds", "epoch_seconds", "n_train"}
     missing = sorted(need - state.keys())
-    if missing or not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+    if missing or not known:
         raise DRMMError(f"{path} is not a drmm training checkpoint this version can resume"
                         f" (format {version!r}, missing {missing}); start a new run")
     if version == 1:  # epoch-level checkpoints of earlier versions: at an epoch's start
@@ -287,6 +279,7 @@ def restore_run(saved: dict, model: DRMM, opt, sched, gen: torch.Generator, cfg:
     steps_left = steps_per_epoch * (cfg.train.epochs - run.epoch) - run.step
     check_like("optimizer param_groups", saved["optimizer"]["param_groups"],
                opt.state_dict()["param_groups"])
+    kept = optimizer_state_keys(opt)
     try:
         # runs of versions with a weight average kept the weights SGD moves as "online_model"
         model.load_state_dict(saved.get("online_model", saved["model"]))
@@ -294,7 +287,7 @@ def restore_run(saved: dict, model: DRMM, opt, sched, gen: torch.Generator, cfg:
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
         raise DRMMError(f"the checkpoint does not fit this config ({state_dict_problem(e)});"
                         " resume with the run's own settings") from e
-    check_optimizer_state(opt)
+    check_optimizer_state(opt, kept)
     set_rng_states(saved["rng"], device)
     was, t = Config.from_dict(saved["config"], quiet=True).train, cfg.train
     if (was.epochs, was.lr, was.lr_final, was.decay) == (t.epochs, t.lr, t.lr_final, t.decay):
@@ -310,17 +303,36 @@ def restore_run(saved: dict, model: DRMM, opt, sched, gen: torch.Generator, cfg:
     return run, make_scheduler(opt, t.decay, lr_final, steps_left)
 
 
-def check_optimizer_state(opt) -> None:
-    """Every per-parameter tensor of the loaded optimiser state (momentum, Adam's moments)
-    shaped as its parameter, or a scalar (Adam's step)."""
+def optimizer_state_keys(opt) -> dict:
+    """{name: None or a tensor} of what opt keeps per parameter once it has stepped (SGD: its
+    momentum buffer, None without momentum; Adam: step, exp_avg, exp_avg_sq), read off a trial
+    step of an optimiser like it on a one-element parameter."""
+    probe = torch.zeros(1, requires_grad=True)
+    probe.grad = torch.zeros(1)
+    trial = type(opt)([probe], **{k: v for k, v in opt.param_groups[0].items()
+                                  if k not in ("params", "initial_lr")})
+    trial.step()
+    return dict(trial.state[probe])
+
+
+def check_optimizer_state(opt, kept: dict) -> None:
+    """Every parameter's loaded optimiser state: none yet, or what opt keeps (`kept`), each
+    tensor finite and shaped as its parameter (the step count: a scalar)."""
     for group in opt.param_groups:
         for p in group["params"]:
-            for name, v in opt.state.get(p, {}).items():
-                if isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape:
-                    raise DRMMError(f"the checkpoint's optimizer state {name} has shape"
-                                    f" {tuple(v.shape)} for a parameter of shape"
-                                    f" {tuple(p.shape)}; the file is damaged: use another copy"
-                                    " of the run")
+            state = opt.state.get(p, {})
+            if state and set(state) != set(kept):
+                raise DRMMError(f"the checkpoint's optimizer state holds {sorted(state)} for a"
+                                f" parameter, the optimiser keeps {sorted(kept)}; the file is"
+                                " damaged: use another copy of the run")
+            for name, v in state.items():
+                shape = () if name == "step" else tuple(p.shape)
+                ok = (v is None if kept[name] is None else isinstance(v, torch.Tensor)
+                      and tuple(v.shape) == shape and bool(torch.isfinite(v).all()))
+                if not ok:
+                    raise DRMMError(f"the checkpoint's optimizer state {name} is"
+                                    f" {describe(v)} for a parameter of shape {tuple(p.shape)};"
+                                    " the file is damaged: use another copy of the run")
 
 
 class Checkpointer:

@@ -18,7 +18,7 @@ import torch
 from drmm.config import CHOICES, Config
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
-from drmm.model import feature_sizes
+from drmm.model import DRMM, feature_sizes
 
 TRAINING_COUNTS = ("epoch", "step", "good_steps", "epoch_skipped", "skipped")  # ints >= 0
 TRAINING_TIMES = ("wall_seconds", "epoch_seconds")  # finite seconds >= 0
@@ -45,7 +45,8 @@ class Checked:
         self.expect(isinstance(d, dict), "config", d, "a mapping of settings")
         try:
             cfg = Config.from_dict(d)
-        except (DRMMError, TypeError, ValueError, AttributeError, KeyError) as e:
+        except (DRMMError, TypeError, ValueError, AttributeError, KeyError, IndexError,
+                RuntimeError) as e:  # any plain value where a section or a setting goes
             raise DRMMError(f"checkpoint {self.path}: its config does not load ({first_line(e)});"
                             " the file is damaged or not from a drmm run: use another copy of"
                             " the run") from e
@@ -74,6 +75,26 @@ class Checked:
         self.expect(not bad, f"{key} {', '.join(bad[:3])}", sd[bad[0]] if bad else None,
                     "finite floating-point weights (NaN or infinite weights give NaN predictions)")
         return sd
+
+    def fits(self, cfg: Config, key: str = "model") -> None:
+        """The weights' names, shapes and dtypes are the network's that the config describes
+        (built on the meta device: a config of a billion classes allocates nothing)."""
+        with torch.device("meta"):
+            fresh = DRMM(cfg.model).state_dict()
+        sd = self.state[key]
+        problems = [f"missing {sorted(fresh.keys() - sd.keys())[:3]}"] if fresh.keys() - sd.keys() \
+            else []
+        if sd.keys() - fresh.keys():
+            problems.append(f"unexpected {sorted(sd.keys() - fresh.keys())[:3]}")
+        problems += [f"size mismatch for {k}: {tuple(sd[k].shape)} in the file,"
+                     f" {tuple(fresh[k].shape)} in the network" if sd[k].shape != fresh[k].shape
+                     else f"{k} is {sd[k].dtype}, the network's {fresh[k].dtype}"
+                     for k in sorted(fresh.keys() & sd.keys())
+                     if (sd[k].shape, sd[k].dtype) != (fresh[k].shape, fresh[k].dtype)]
+        if problems:
+            raise DRMMError(f"{self.path}: the weights do not fit the config stored with them"
+                            f" ({'; '.join(problems[:3])}); the file is damaged or not from this"
+                            " version")
 
     def trained(self, cfg: Config) -> None:
         """What eval, predict, suggest and export read besides the weights."""
@@ -204,6 +225,7 @@ def check_trained(path, state: dict) -> Config:
     checked = Checked(path, state)
     cfg = checked.config()
     checked.weights()
+    checked.fits(cfg)
     checked.trained(cfg)
     return cfg
 
@@ -213,8 +235,10 @@ def check_training(path, state: dict) -> None:
     checked = Checked(path, state)
     cfg = checked.config()
     checked.weights()
+    checked.fits(cfg)
     if "online_model" in state:
         checked.weights("online_model")
+        checked.fits(cfg, "online_model")
     checked.trained(cfg)
     checked.expect(isinstance(state["labeled_indices"], torch.Tensor), "labeled_indices",
                    state["labeled_indices"], "int64 indices (N_L,) of the training images")
