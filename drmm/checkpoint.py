@@ -303,22 +303,29 @@ def restore_run(saved: dict, model: DRMM, opt, sched, gen: torch.Generator, cfg:
     return run, make_scheduler(opt, t.decay, lr_final, steps_left)
 
 
-def optimizer_state_keys(opt) -> dict:
-    """{name: None or a tensor} of what opt keeps per parameter once it has stepped (SGD: its
-    momentum buffer, None without momentum; Adam: step, exp_avg, exp_avg_sq), read off a trial
-    step of an optimiser like it on a one-element parameter."""
+def optimizer_state_keys(opt) -> tuple[set, dict]:
+    """(the settings of opt's parameter group, {name: None or a tensor} of what opt keeps per
+    parameter once it has stepped: SGD its momentum buffer, None without momentum; Adam step,
+    exp_avg, exp_avg_sq), read off a trial step of an optimiser like it on a one-element
+    parameter."""
     probe = torch.zeros(1, requires_grad=True)
     probe.grad = torch.zeros(1)
-    trial = type(opt)([probe], **{k: v for k, v in opt.param_groups[0].items()
-                                  if k not in ("params", "initial_lr")})
+    settings = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "initial_lr")}
+    trial = type(opt)([probe], **settings)
     trial.step()
-    return dict(trial.state[probe])
+    return set(opt.param_groups[0]), dict(trial.state[probe])
 
 
-def check_optimizer_state(opt, kept: dict) -> None:
-    """Every parameter's loaded optimiser state: none yet, or what opt keeps (`kept`), each
-    tensor finite and shaped as its parameter (the step count: a scalar)."""
+def check_optimizer_state(opt, kept: tuple[set, dict]) -> None:
+    """The loaded optimiser: every setting of its group there (the optimiser's own loading
+    fills in those that older versions lacked); every parameter's state none yet, or what opt
+    keeps, each tensor finite and shaped as its parameter (the step count: a scalar >= 0)."""
+    settings, kept = kept
     for group in opt.param_groups:
+        if settings - set(group):
+            raise DRMMError(f"the checkpoint's optimizer param_groups lack"
+                            f" {sorted(settings - set(group))}; the file is damaged: use another"
+                            " copy of the run")
         for p in group["params"]:
             state = opt.state.get(p, {})
             if state and set(state) != set(kept):
@@ -328,7 +335,8 @@ def check_optimizer_state(opt, kept: dict) -> None:
             for name, v in state.items():
                 shape = () if name == "step" else tuple(p.shape)
                 ok = (v is None if kept[name] is None else isinstance(v, torch.Tensor)
-                      and tuple(v.shape) == shape and bool(torch.isfinite(v).all()))
+                      and tuple(v.shape) == shape and bool(torch.isfinite(v).all())
+                      and (name != "step" or bool(v >= 0)))
                 if not ok:
                     raise DRMMError(f"the checkpoint's optimizer state {name} is"
                                     f" {describe(v)} for a parameter of shape {tuple(p.shape)};"

@@ -4,7 +4,9 @@ Every command checks its output path before it loads any data (`check_out_dir`,
 `check_out_file`), so a bad --out costs nothing; every file is written by `atomic_write`
 (temporary file, flush, fsync, rename), so a crash or a full disk leaves the previous copy
 intact. New files get the mode the user's umask gives, as any other program's files (not the
-0600 of a bare mkstemp), so colleagues on a shared cluster can read a run.
+0600 of a bare mkstemp), so colleagues on a shared cluster can read a run. CSV files are written
+so that no cell runs as a spreadsheet formula and file names that are not UTF-8 read back as
+the same names (`csv_cell`, `read_csv`); YAML files the user writes may not repeat a key.
 """
 
 from __future__ import annotations

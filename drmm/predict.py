@@ -12,8 +12,11 @@ predicted class, or 1 - max p for a run that never learned to render; the summar
 it. A checkpoint from before novelty scales were stored gets them from its training data, or
 no novelty column (with a note) where that cannot be loaded. Images go through
 drmm.load(...).predict: eval mode, the run's preprocessing and resizing; a folder's files are
-decoded on every core, as training decodes them. The CSV is written atomically: an interrupted
-run leaves no half-written file.
+decoded on every core, as training decodes them; a file of another size than the model takes
+(a run trained without --image-size) stops the command, naming it. The CSV is written
+atomically: an interrupted run leaves no half-written file. A text cell that a spreadsheet would
+run as a formula (a file or class named `=...`, `+`, `-`, `@`) begins with a "'", and a file
+name that is not UTF-8 is written as its own bytes: drmm.files.read_csv gives both back.
 """
 
 from __future__ import annotations

@@ -25,16 +25,18 @@ the penultimate features, because they also keep a per-class bias of the renderi
 classes draw more ink, so render worse) from filling the list with one class. Rows are in the
 order picked (`rank` 1..n): labeling only the first m keeps the spread.
 
-The CSV (written atomically): `image` (for a folder:DIR run the file's path relative to DIR, as
-the run's data names it; else the training-set index), `predicted` (class name), `margin`,
-`render_error` (empty for a run that never learned to render), `score` (what was ranked:
-higher = more worth labeling) and `rank`. For folder data: move each named file into
-DIR/labeled/<its class>/ and train again. For every other data set an .npy beside the CSV
-(to_label.npy) holds the union of the run's labeled indices and the suggested ones, for
-`drmm train ... --labeled-indices to_label.npy`: with a built-in data set the true labels of the
-suggested images already exist, so this simulates a labeler (benchmarks/label_loop.py); with an
-npz, label those images in y_train first. (Folder data gets no .npy: moving the files changes
-the training set's order.)
+The CSV (written atomically, its text cells as drmm predict writes them: drmm.files.csv_cell):
+`image` (for a folder:DIR run the file's path relative to DIR, as the run's data names it; else
+the training-set index), `predicted` (class name), `margin`, `render_error` (empty for a run
+that never learned to render), `score` (what was ranked: higher = more worth labeling) and
+`rank`. For folder data: move each named file into DIR/labeled/<its class>/ and train again.
+For every other data set an .npy beside the CSV (to_label.npy) holds the union of the run's
+labeled indices and the suggested ones, for `drmm train ... --labeled-indices to_label.npy`:
+with a built-in data set the true labels of the suggested images already exist, so this
+simulates a labeler (benchmarks/label_loop.py); with an npz, label those images in y_train
+first. (Folder data gets no .npy: moving the files changes the training set's order.) Neither
+file may replace a file of a run (RUN/labeled_indices.csv would write RUN/labeled_indices.npy):
+refused before anything is loaded.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import torch
 from helpers import cli_train_args, one_line_error, write_npz, write_yaml
 from PIL import Image
 
+import drmm
 from drmm.checkpoint import ID_KEY
 from drmm.cli import main
 from drmm.errors import DRMMError
@@ -232,9 +233,9 @@ CORRUPTIONS = {  # the issue's list: field -> a wrong value it held
     "NaN weights": with_nan,
 }
 EXPECTED = {"config a string": "config is 'x' (a str), expected a mapping of settings",
-            "model a list": "model is a list of 2 items, expected the network's weights",
+            "model a list": "model is a list of 2 items (int), expected the network's weights",
             "class_names 5": "class_names is 5, expected a list of 4 names",
-            "novelty scales not numbers": "novelty_scales is a dict of 1 item",
+            "novelty scales not numbers": "novelty_scales is a dict of 1 item (str), expected",
             "epoch 'x'": "epoch is 'x' (a str), expected a count",
             "history 7": "history is 7, expected a list of epoch records",
             "NaN weights": "expected finite floating-point weights"}
@@ -379,6 +380,12 @@ def test_8_predict_on_images_of_mixed_sizes(tmp_path, capsys, batch):
     msg = one_line_error(capsys)
     assert f"{new / 'odd.png'} is 12x10 (width x height), the model takes 8x8" in msg
     assert "--image-size" in msg and not (tmp_path / "p.csv").exists()
+
+
+def test_8_python_api_on_images_of_mixed_sizes(good_run):
+    predictor = drmm.load(good_run)
+    with pytest.raises(DRMMError, match=r"image 0 is 8x8, image 1 is 12x10"):
+        predictor.predict([Image.new("L", (8, 8)), Image.new("L", (12, 10))])
 
 
 def test_9_a_folder_of_ten_or_fewer_training_images(tmp_path, capsys):
