@@ -41,12 +41,13 @@ class Checked:
         if not ok:
             self.fail(field, value, expected)
 
-    def config(self) -> Config:
-        """The stored config, loaded and checked to describe a model this version builds."""
+    def config(self, quiet: bool = False) -> Config:
+        """The stored config, loaded and checked to describe a model this version builds
+        (quiet: no note on options this version removed: the caller gives it)."""
         d = self.state.get("config")
         self.expect(isinstance(d, dict), "config", d, "a mapping of settings")
         try:
-            cfg = Config.from_dict(d)
+            cfg = Config.from_dict(d, quiet=quiet)
         except (DRMMError, TypeError, ValueError, AttributeError, KeyError, IndexError,
                 RuntimeError) as e:  # any plain value where a section or a setting goes
             raise DRMMError(f"checkpoint {self.path}: its config does not load ({first_line(e)});"
@@ -236,7 +237,7 @@ def check_trained(path, state: dict) -> Config:
 def check_training(path, state: dict) -> None:
     """A training checkpoint (in the current format) that a run can continue."""
     checked = Checked(path, state)
-    cfg = checked.config()
+    cfg = checked.config(quiet=True)  # the resume's own reading of it gives the note
     checked.weights()
     checked.fits(cfg)
     if "online_model" in state:
