@@ -223,7 +223,7 @@ def with_nan(state):
     state["model"][key] = state["model"][key] * float("nan")
 
 
-CORRUPTIONS = {  # the list: field -> a wrong value it held
+CORRUPTIONS = {  # what a checkpoint that loads under weights_only may hold: field -> wrong value
     "config a string": lambda s: s.update(config="x"),
     "model a list": lambda s: s.update(model=[1, 2]),
     "class_names 5": lambda s: s.update(class_names=5),
