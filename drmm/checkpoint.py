@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drmm.checkpoint_check import check_like, check_trained, check_training, describe
 from drmm.config import FREE_ON_RESUME, Config
 from drmm.errors import DRMMError
 from drmm.files import atomic_write, require_file
@@ -39,6 +40,7 @@ from drmm.model import DRMM
 from drmm.step import make_scheduler
 
 CHECKPOINT = "checkpoint.pt"  # the file inside a run folder
+ID_KEY = "run_id"  # the run's id, in its checkpoints and its config.json (drmm/run_folder.py)
 # 1: epoch ends only (model, optimizer, scheduler, epoch, rng{torch, data}, history, ...);
 # 2: adds the position inside an epoch, the partial sums and every RNG state.
 CHECKPOINT_FORMAT = 2
@@ -117,7 +119,7 @@ def load_trained_model(path: str | Path):
     if not {"config", "model"} <= state.keys():
         raise DRMMError(f"{path} is not a drmm checkpoint (no config or model);"
                         " pass the checkpoint.pt of a drmm run")
-    cfg = Config.from_dict(state["config"])
+    cfg = check_trained(resolve_checkpoint(path), state)  # types, finite weights
     try:
         model = DRMM(cfg.model)
         model.load_state_dict(state["model"])
@@ -184,20 +186,24 @@ def load_run_state(path: Path) -> dict:
                         " start the run without --resume")
     state = load_checkpoint(path)
     version = state.get("format", 1)
+    known = type(version) is int and 1 <= version <= CHECKPOINT_FORMAT  # not a bool, not None
     need = {"model", "optimizer", "scheduler", "epoch", "config", "labeled_indices", "rng",
             "history"}
-    if version >= 2:
+    if known and version >= 2:
         need |= {"step", "data_rng", "sums", "good_steps", "epoch_skipped", "skipped",
                  "wall_seconds", "epoch_seconds", "n_train"}
     missing = sorted(need - state.keys())
-    if missing or not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+    if missing or not known:
         raise DRMMError(f"{path} is not a drmm training checkpoint this version can resume"
                         f" (format {version!r}, missing {missing}); start a new run")
     if version == 1:  # epoch-level checkpoints of earlier versions: at an epoch's start
-        history = state["history"]
-        state.update(step=0, data_rng=state["rng"]["data"], sums={}, good_steps=0,
-                     epoch_skipped=0, skipped=0, epoch_seconds=0.0, n_train=None,
-                     wall_seconds=history[-1]["wall_seconds"] if history else 0.0)
+        history, rng = state["history"], state["rng"]
+        last = history[-1] if isinstance(history, list) and history else {}
+        state.update(step=0, data_rng=rng.get("data") if isinstance(rng, dict) else None,
+                     sums={}, good_steps=0, epoch_skipped=0, skipped=0, epoch_seconds=0.0,
+                     n_train=None,
+                     wall_seconds=last.get("wall_seconds") if isinstance(last, dict) else None)
+    check_training(path, state)  # types, shapes, finite numbers: before anything uses them
     return state
 
 
@@ -265,25 +271,76 @@ def restore_run(saved: dict, model: DRMM, opt, sched, gen: torch.Generator, cfg:
     run's length or rates changed (a longer run, or forced), the decay is planned anew from the
     current rate to lr_final at the new last step, in the shape the config now names."""
     run = RunState.from_checkpoint(saved)
+    if run.step >= steps_per_epoch:
+        raise DRMMError(f"the checkpoint stands at step {run.step} of an epoch, which has"
+                        f" {steps_per_epoch} steps; resume with the run's own settings")
     run.sums = {k: v.to(device) for k, v in run.sums.items()}
     gen.set_state(run.data_rng)  # the generator as it was at the epoch's start
     steps_left = steps_per_epoch * (cfg.train.epochs - run.epoch) - run.step
+    check_like("optimizer param_groups", saved["optimizer"]["param_groups"],
+               opt.state_dict()["param_groups"])
+    kept = optimizer_state_keys(opt)
     try:
         # runs of versions with a weight average kept the weights SGD moves as "online_model"
         model.load_state_dict(saved.get("online_model", saved["model"]))
         opt.load_state_dict(saved["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
         raise DRMMError(f"the checkpoint does not fit this config ({state_dict_problem(e)});"
                         " resume with the run's own settings") from e
+    check_optimizer_state(opt, kept)
     set_rng_states(saved["rng"], device)
     was, t = Config.from_dict(saved["config"], quiet=True).train, cfg.train
     if (was.epochs, was.lr, was.lr_final, was.decay) == (t.epochs, t.lr, t.lr_final, t.decay):
+        check_like("scheduler", saved["scheduler"], sched.state_dict())
+        if saved["scheduler"].get("T_max", 1) < 1:
+            raise DRMMError("the checkpoint's scheduler has T_max below 1; the file is damaged:"
+                            " use another copy of the run")
         sched.load_state_dict(saved["scheduler"])
         return run, sched
     for group in opt.param_groups:  # a changed lr rescales the current rate
         group["lr"] *= t.lr / was.lr
     lr_final = min(t.lr_final, opt.param_groups[0]["lr"])  # never climb back up
     return run, make_scheduler(opt, t.decay, lr_final, steps_left)
+
+
+def optimizer_state_keys(opt) -> tuple[set, dict]:
+    """(the settings of opt's parameter group, {name: None or a tensor} of what opt keeps per
+    parameter once it has stepped: SGD its momentum buffer, None without momentum; Adam step,
+    exp_avg, exp_avg_sq), read off a trial step of an optimiser like it on a one-element
+    parameter."""
+    probe = torch.zeros(1, requires_grad=True)
+    probe.grad = torch.zeros(1)
+    settings = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "initial_lr")}
+    trial = type(opt)([probe], **settings)
+    trial.step()
+    return set(opt.param_groups[0]), dict(trial.state[probe])
+
+
+def check_optimizer_state(opt, kept: tuple[set, dict]) -> None:
+    """The loaded optimiser: every setting of its group there (the optimiser's own loading
+    fills in those that older versions lacked); every parameter's state none yet, or what opt
+    keeps, each tensor finite and shaped as its parameter (the step count: a scalar >= 0)."""
+    settings, kept = kept
+    for group in opt.param_groups:
+        if settings - set(group):
+            raise DRMMError(f"the checkpoint's optimizer param_groups lack"
+                            f" {sorted(settings - set(group))}; the file is damaged: use another"
+                            " copy of the run")
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            if state and set(state) != set(kept):
+                raise DRMMError(f"the checkpoint's optimizer state holds {sorted(state)} for a"
+                                f" parameter, the optimiser keeps {sorted(kept)}; the file is"
+                                " damaged: use another copy of the run")
+            for name, v in state.items():
+                shape = () if name == "step" else tuple(p.shape)
+                ok = (v is None if kept[name] is None else isinstance(v, torch.Tensor)
+                      and tuple(v.shape) == shape and bool(torch.isfinite(v).all())
+                      and (name != "step" or bool(v >= 0)))
+                if not ok:
+                    raise DRMMError(f"the checkpoint's optimizer state {name} is"
+                                    f" {describe(v)} for a parameter of shape {tuple(p.shape)};"
+                                    " the file is damaged: use another copy of the run")
 
 
 class Checkpointer:

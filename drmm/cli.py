@@ -17,10 +17,11 @@ from drmm.checkpoint import CHECKPOINT, load_run_state, load_trained_model
 from drmm.config import Config, apply_overrides, load_yaml, preset
 from drmm.config_args import add_config_args, config_overrides, given
 from drmm.data import load_run_data
-from drmm.errors import DRMMError, require_device
+from drmm.errors import DRMMError, OneLineParser, require_device, tolerant_output
 from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import require_dir
 from drmm.records import describe_confusion, describe_error
+from drmm.run_folder import resume_folder
 from drmm.train import train
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
@@ -72,7 +73,7 @@ def cmd_train(args) -> int:
         if out is not None and Path(out).resolve() != Path(args.resume).resolve():
             raise DRMMError(f"--resume {args.resume} and --out {out} name different folders;"
                             " give --resume RUN_DIR alone")
-        out = args.resume
+        out = resume_folder(args.resume)  # RUN_DIR, or RUN_DIR/checkpoint.pt
     if out is None:
         raise DRMMError("no run folder: pass --out RUN_DIR (or --resume RUN_DIR to continue one)")
     if args.force_resume and not args.resume:
@@ -111,7 +112,7 @@ def cmd_eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drmm", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="drmm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="semi-supervised training (hard EM)")
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tolerant_output()  # file names that are not UTF-8 print, escaped
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

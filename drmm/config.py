@@ -25,7 +25,7 @@ from drmm.data.augment import AUGMENTS
 from drmm.data.folder import decide_channels, image_files
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
-from drmm.files import require_file
+from drmm.files import UniqueKeyLoader, require_file
 from drmm.losses import KL_MODES, LossConfig
 from drmm.model import ARCHS, ModelConfig
 
@@ -209,6 +209,7 @@ class Config:
         quiet: no note on options of older versions that this one removed."""
         d = dict(d)
         version = d.pop("version", 1)  # version 1 wrote no version
+        d.pop("run_id", None)  # config.json's run id (drmm/run_folder.py): not a setting
         if not isinstance(version, int) or version > CONFIG_VERSION:
             raise DRMMError(f"config version {version!r} is newer than this drmm reads"
                             f" ({CONFIG_VERSION}); upgrade drmm")
@@ -411,7 +412,7 @@ def folder_preset(root: str, channels: int | None, quiet: bool) -> str:
 def load_yaml(path: str | Path) -> dict:
     path = require_file(path, "config file", "check the --config path")
     try:
-        d = yaml.safe_load(path.read_text())
+        d = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # safe_load, one key once
     except yaml.MarkedYAMLError as e:  # knows where: say the line and column, and what
         mark = e.problem_mark or e.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -40,10 +40,11 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group(
         "settings", "each overrides the data set's preset and the --config file; the defaults"
         " are in drmm/config.py, and the run's own in RUN_DIR/config.json")
+    helps = {section: field_help(cls) for section, cls in SECTIONS.items()}  # reads the source
+    hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
     for section, f in flag_fields():
-        cls = SECTIONS[section]
-        comment = field_help(cls)[f.name]
-        kind = base_type(typing.get_type_hints(cls)[f.name])
+        comment = helps[section][f.name]
+        kind = base_type(hints[section][f.name])
         name, dest = f.name.replace("_", "-"), f"{DEST}{section}.{f.name}"
         if kind is bool:
             on = f.default is True  # on by default: the flag turns it off

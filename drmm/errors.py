@@ -1,6 +1,7 @@
 """The one exception type for user-facing problems (the CLI prints it as one line, exit code 2),
 and the device checks every command with --device shares."""
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -41,3 +42,20 @@ def warn_slow_precision(precision: str, device: torch.device) -> None:
         print("drmm: warning: --precision bf16 on a CPU without native bf16 (no AVX512-BF16,"
               " AMX or Arm BF16) is emulated and runs many times slower than fp32 (14x for the"
               " DRMM step on an AVX2 CPU); use --precision fp32", file=sys.stderr)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line as well (`drmm: error: argument --arch: invalid
+    choice: 'resnet' (choose from ...); see drmm train --help`), not the usage text above it;
+    the exit code stays argparse's 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"drmm: error: {message}; see {self.prog} --help\n")
+
+
+def tolerant_output() -> None:
+    """Let stdout print any name the file system gave (a file name that is not UTF-8, held as
+    surrogate escapes) as stderr does, with backslash escapes, rather than fail on it."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")

@@ -4,15 +4,21 @@ Every command checks its output path before it loads any data (`check_out_dir`,
 `check_out_file`), so a bad --out costs nothing; every file is written by `atomic_write`
 (temporary file, flush, fsync, rename), so a crash or a full disk leaves the previous copy
 intact. New files get the mode the user's umask gives, as any other program's files (not the
-0600 of a bare mkstemp), so colleagues on a shared cluster can read a run.
+0600 of a bare mkstemp), so colleagues on a shared cluster can read a run. CSV files are written
+so that no cell runs as a spreadsheet formula and file names that are not UTF-8 read back as
+the same names (`csv_cell`, `read_csv`); YAML files the user writes may not repeat a key.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from drmm.errors import DRMMError
 
@@ -151,3 +157,71 @@ def check_writable_parent(folder: Path, target: Path, flag: str) -> None:
     except OSError as e:
         raise DRMMError(f"{flag} {target}: cannot write in {existing} ({e.strerror or e}); pass"
                         " a path in a folder you can write") from e
+
+
+# ----------------------------------------------------------------------------------------------
+# CSV files: cells a spreadsheet cannot run, names that are not UTF-8
+
+# A spreadsheet reads a cell that begins with one of these as a formula (OWASP, "CSV
+# injection"): `=cmd|' /C calc'!A0` runs a program. Such a cell is written with a leading "'",
+# which makes it text; a cell that begins with "'" itself gets one too, so that reading drops
+# exactly one "'" from every cell that begins with it and gives back what was written.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# File names that are not UTF-8 (an old zip's "caf\xe9.png") reach Python as str with
+# surrogate escapes (PEP 383); CSV files carry them as the original bytes, so that a name read
+# back from the file opens the same file.
+CSV_ERRORS = "surrogateescape"
+
+
+def csv_cell(text: str) -> str:
+    """A text cell as written to a CSV file: with a leading "'" where a spreadsheet would read a
+    formula (or the text begins with "'")."""
+    return "'" + text if text.startswith((*FORMULA_STARTS, "'")) else text
+
+
+def csv_text(cell: str) -> str:
+    """The text a cell written by csv_cell holds (its leading "'" dropped)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def csv_stream(f) -> io.TextIOWrapper:
+    """A text stream over the binary file f (an atomic_write's), as drmm's CSV files are
+    written: UTF-8, surrogate escapes as their bytes, the csv module's own line ends. Detach it
+    when done (`stream.detach()`) to leave f open."""
+    return io.TextIOWrapper(f, encoding="utf-8", errors=CSV_ERRORS, newline="")
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file drmm wrote, as {column: text} with csv_cell's "'" dropped and
+    names that are not UTF-8 as the str that opens the same file."""
+    with open(path, encoding="utf-8", errors=CSV_ERRORS, newline="") as f:
+        rows = csv.reader(f)
+        header = [csv_text(c) for c in next(rows, [])]
+        return [dict(zip(header, map(csv_text, row), strict=True)) for row in rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# YAML files the user writes
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping (PyYAML silently keeps
+    the last, so a setting written twice would take a value its reader did not see): a
+    MarkedYAMLError at the second one. Merges (`<<: *base`) may still override."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first + 1}); keep one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)

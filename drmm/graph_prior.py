@@ -43,7 +43,8 @@ def propagate_labels(x: torch.Tensor, labeled: np.ndarray, y_labeled: np.ndarray
     targets = np.full(len(x), -1, dtype=np.int64)  # -1: unlabeled, for scikit-learn
     targets[labeled] = y_labeled
     pixels = x[:].detach().cpu().reshape(len(x), -1).numpy()  # (N, C*H*W) float32, preprocessed
-    spreading = LabelSpreading(kernel="knn", n_neighbors=NEIGHBOURS, alpha=SPREAD,
+    k = neighbours(len(x))
+    spreading = LabelSpreading(kernel="knn", n_neighbors=k, alpha=SPREAD,
                                max_iter=ITERATIONS, n_jobs=threads)
     with warnings.catch_warnings():  # 200 iterations do not reach tol 1e-3 on MNIST; we use them
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -58,6 +59,11 @@ def propagate_labels(x: torch.Tensor, labeled: np.ndarray, y_labeled: np.ndarray
     return torch.from_numpy(pseudo).long(), torch.from_numpy(certainty).float()
 
 
+def neighbours(n: int) -> int:
+    """k of the graph of n images: NEIGHBOURS, or every other image where there are fewer."""
+    return max(1, min(NEIGHBOURS, n - 1))
+
+
 def graph_pseudo_labels(x: torch.Tensor, labeled: np.ndarray, y_labeled: np.ndarray,
                         num_classes: int, log=None) -> tuple[torch.Tensor, torch.Tensor]:
     """propagate_labels with the process's thread count, on x's device, timed for the log."""
@@ -66,5 +72,5 @@ def graph_pseudo_labels(x: torch.Tensor, labeled: np.ndarray, y_labeled: np.ndar
                                          threads=torch.get_num_threads())
     if log is not None:
         log(f"graph prior: pseudo-labels of {len(x)} images by label spreading over a"
-            f" {NEIGHBOURS}-nearest-neighbour graph ({time.perf_counter() - t0:.0f} s)")
+            f" {neighbours(len(x))}-nearest-neighbour graph ({time.perf_counter() - t0:.0f} s)")
     return pseudo.to(x.device), certainty.to(x.device)

@@ -12,14 +12,16 @@ predicted class, or 1 - max p for a run that never learned to render; the summar
 it. A checkpoint from before novelty scales were stored gets them from its training data, or
 no novelty column (with a note) where that cannot be loaded. Images go through
 drmm.load(...).predict: eval mode, the run's preprocessing and resizing; a folder's files are
-decoded on every core, as training decodes them. The CSV is written atomically: an interrupted
-run leaves no half-written file.
+decoded on every core, as training decodes them; a file of another size than the model takes
+(a run trained without --image-size) stops the command, naming it. The CSV is written
+atomically: an interrupted run leaves no half-written file. A text cell that a spreadsheet would
+run as a formula (a file or class named `=...`, `+`, `-`, `@`) begins with a "'", and a file
+name that is not UTF-8 is written as its own bytes: drmm.files.read_csv gives both back.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import sys
 from contextlib import closing, nullcontext
 from itertools import islice
@@ -31,7 +33,7 @@ from tqdm import tqdm
 from drmm.data.folder import IMAGE_SUFFIXES, image_files, in_order
 from drmm.data.npz import read_npz
 from drmm.errors import DRMMError
-from drmm.files import atomic_write, check_out_file, require_file
+from drmm.files import atomic_write, check_out_file, csv_cell, csv_stream, require_file
 from drmm.predictor import Predictor, load
 
 NPZ_KEYS = ("x", "images", "x_test")  # where an npz of new images keeps them, first found
@@ -68,7 +70,21 @@ def image_source(path: str | Path) -> tuple[list[str], object]:
     if key is None:
         raise DRMMError(f"{path} has no {' / '.join(NPZ_KEYS)} array (it has {sorted(arrays)});"
                         " store the images under x")
+    if len(arrays[key]) == 0:
+        raise DRMMError(f"--images {path}: its {key} array holds no images ({arrays[key].shape});"
+                        " pass a file with images")
     return [str(i) for i in range(len(arrays[key]))], arrays[key]
+
+
+def read_image(predictor: Predictor, path: Path) -> np.ndarray:
+    """A file's uint8 pixels as the run's folder was read, checked to be the model's size."""
+    x = predictor.read_file(path)  # (H, W) or (H, W, C)
+    c, h, w = predictor.image_shape
+    if x.shape[:2] != (h, w):
+        raise DRMMError(f"{path} is {x.shape[1]}x{x.shape[0]} (width x height), the model takes"
+                        f" {w}x{h} images; resize it, or train the run with --image-size so that"
+                        " files of any size are fitted")
+    return x
 
 
 def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
@@ -77,14 +93,14 @@ def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
     CSV at out."""
 
     def write(f) -> None:
-        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        text = csv_stream(f)
         rows = csv.writer(text)
         with_novelty = predictor.novelty_score is not None
         rows.writerow(["image", "predicted", "probability",
-                       *[f"p_{c}" for c in predictor.class_names],
+                       *[csv_cell(f"p_{c}") for c in predictor.class_names],
                        *(["novelty"] if with_novelty else [])])
         files = None if isinstance(source, np.ndarray) else in_order(
-            predictor.read_file, source, ahead=batch_size)  # decodes the next batch meanwhile
+            lambda p: read_image(predictor, p), source, ahead=batch_size)  # the next batch
         with tqdm(total=len(names), disable=not progress, unit="img", leave=False) as bar, \
                 nullcontext() if files is None else closing(files):
             for i in range(0, len(names), batch_size):
@@ -96,7 +112,8 @@ def write_predictions(predictor: Predictor, names: list[str], source, out: Path,
                 novelty = pred.novelty.tolist() if with_novelty else [None] * len(batch)
                 for name, c, p, nov in zip(names[i:i + batch_size], pred.classes.tolist(),
                                            pred.probabilities.tolist(), novelty, strict=True):
-                    rows.writerow([name, predictor.class_names[c], f"{p[c]:.6f}",
+                    rows.writerow([csv_cell(name), csv_cell(predictor.class_names[c]),
+                                   f"{p[c]:.6f}",
                                    *[f"{v:.6f}" for v in p],
                                    *([f"{nov:.6g}"] if with_novelty else [])])
                 bar.update(len(batch))

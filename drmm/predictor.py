@@ -33,7 +33,7 @@ from PIL import Image
 from drmm import scores
 from drmm.checkpoint import load_trained_model
 from drmm.data import Preprocessor, load_run_data, to_tensor_images
-from drmm.data.folder import decode, pixels
+from drmm.data.folder import decode, pixels, size_of
 from drmm.errors import DRMMError, require_device
 from drmm.model import DRMM
 
@@ -128,7 +128,13 @@ class Predictor:
             images = [images]
         if isinstance(images, (list, tuple)) and images and all(
                 isinstance(im, Image.Image) for im in images):
-            images = np.stack([self.pil_pixels(im) for im in images])
+            arrays = [self.pil_pixels(im) for im in images]  # (H, W[, C]) each
+            odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
+            if odd is not None:
+                raise DRMMError(f"images differ in size (image 0 is {size_of(arrays[0].shape)},"
+                                f" image {odd} is {size_of(arrays[odd].shape)}); give images of"
+                                " one size, the model's")
+            images = np.stack(arrays)
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             x = images.detach().cpu().float()
             if x.dim() != 4:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drmm.checkpoint import CHECKPOINT
+from drmm.checkpoint import CHECKPOINT, ID_KEY
 from drmm.errors import DRMMError
 from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import atomic_write, remove_stale_temporaries
@@ -38,13 +38,16 @@ def epoch_record(epoch: int, means: dict[str, float], skipped: int, model, x_tes
     }
 
 
-def start_run_files(out: Path, cfg, labeled: np.ndarray, history: list[dict]) -> None:
+def start_run_files(out: Path, cfg, labeled: np.ndarray, history: list[dict],
+                    run_id: str) -> None:
+    """The run's config (with its id: config.json first, so that a folder of run files always
+    holds it), labeled indices and epoch log, as the checkpoint (if any) has them."""
     out.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:  # temporaries of writes that a crash cut short
         remove_stale_temporaries(out / name)
+    atomic_write(out / "config.json", lambda f: f.write(
+        json.dumps({**cfg.to_dict(), ID_KEY: run_id}, indent=2).encode()))
     atomic_write(out / "labeled_indices.npy", lambda f: np.save(f, labeled))
-    atomic_write(out / "config.json",
-                 lambda f: f.write(json.dumps(cfg.to_dict(), indent=2).encode()))
     # The history in the checkpoint is the truth: drop lines of epochs a crash did not save.
     atomic_write(out / "metrics.jsonl",
                  lambda f: f.write("".join(json.dumps(r) + "\n" for r in history).encode()))

@@ -25,22 +25,23 @@ the penultimate features, because they also keep a per-class bias of the renderi
 classes draw more ink, so render worse) from filling the list with one class. Rows are in the
 order picked (`rank` 1..n): labeling only the first m keeps the spread.
 
-The CSV (written atomically): `image` (for a folder:DIR run the file's path relative to DIR, as
-the run's data names it; else the training-set index), `predicted` (class name), `margin`,
-`render_error` (empty for a run that never learned to render), `score` (what was ranked:
-higher = more worth labeling) and `rank`. For folder data: move each named file into
-DIR/labeled/<its class>/ and train again. For every other data set an .npy beside the CSV
-(to_label.npy) holds the union of the run's labeled indices and the suggested ones, for
-`drmm train ... --labeled-indices to_label.npy`: with a built-in data set the true labels of the
-suggested images already exist, so this simulates a labeler (benchmarks/label_loop.py); with an
-npz, label those images in y_train first. (Folder data gets no .npy: moving the files changes
-the training set's order.)
+The CSV (written atomically, its text cells as drmm predict writes them: drmm.files.csv_cell):
+`image` (for a folder:DIR run the file's path relative to DIR, as the run's data names it; else
+the training-set index), `predicted` (class name), `margin`, `render_error` (empty for a run
+that never learned to render), `score` (what was ranked: higher = more worth labeling) and
+`rank`. For folder data: move each named file into DIR/labeled/<its class>/ and train again.
+For every other data set an .npy beside the CSV (to_label.npy) holds the union of the run's
+labeled indices and the suggested ones, for `drmm train ... --labeled-indices to_label.npy`:
+with a built-in data set the true labels of the suggested images already exist, so this
+simulates a labeler (benchmarks/label_loop.py); with an npz, label those images in y_train
+first. (Folder data gets no .npy: moving the files changes the training set's order.) Neither
+file may replace a file of a run (RUN/labeled_indices.csv would write RUN/labeled_indices.npy):
+refused before anything is loaded.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ from drmm.checkpoint import load_trained_model
 from drmm.data import UNLABELED, Dataset, load_run_data, training_subset
 from drmm.data.images import Images, take
 from drmm.errors import DRMMError, require_device
-from drmm.files import atomic_write, check_out_file
+from drmm.files import atomic_write, check_out_file, csv_cell, csv_stream
+from drmm.run_folder import refuse_run_files
 
 SCORES = ("render+margin", "margin", "entropy", "random")
 DEFAULT_SCORE = "margin"  # the labeling loop's measurement: results/label_loop.md
@@ -186,13 +188,13 @@ def suggest(model, cfg, x_train: Images | torch.Tensor, pool: np.ndarray, n: int
 
 def write_csv(path: Path, sug: Suggestions, names: list[str], class_names: list[str]) -> None:
     def write(f) -> None:
-        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        text = csv_stream(f)
         rows = csv.writer(text)
         rows.writerow(["image", "predicted", "margin", "render_error", "score", "rank"])
         errs = sug.render_error if sug.render_error is not None else [None] * len(sug.indices)
         for rank, (i, c, m, e, v) in enumerate(zip(sug.indices, sug.predicted, sug.margin, errs,
                                                    sug.score, strict=True), start=1):
-            rows.writerow([names[i], class_names[c], f"{m:.6f}",
+            rows.writerow([csv_cell(names[i]), csv_cell(class_names[c]), f"{m:.6f}",
                            "" if e is None else f"{e:.6g}", f"{v:.6f}", rank])
         text.flush()
         text.detach()  # leave f open: atomic_write flushes, syncs and renames it
@@ -211,6 +213,7 @@ def write_indices(path: Path, indices: np.ndarray) -> None:
 
 def cmd_suggest(args) -> int:
     out = check_out_file(args.out, suffix=".csv")  # before any loading
+    refuse_run_files([out, out.with_suffix(".npy")], "--out")  # never over a run's own files
     if args.n < 1:
         raise DRMMError(f"--n {args.n}: suggest at least 1 image")
     if args.batch_size < 1:

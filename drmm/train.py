@@ -31,6 +31,7 @@ from tqdm import tqdm
 from drmm import distributed
 from drmm.checkpoint import (
     CHECKPOINT,
+    ID_KEY,
     Checkpointer,
     RunState,
     check_resume,
@@ -40,6 +41,7 @@ from drmm.checkpoint import (
 )
 from drmm.config import Config, validate
 from drmm.data import Dataset, Images, check_dataset, choose_labeled, load_dataset, read_indices
+from drmm.data.split import warn_unlabeled_classes
 from drmm.errors import DRMMError, require_device, warn_slow_precision
 from drmm.evaluate import save_reconstructions
 from drmm.files import check_out_dir
@@ -55,6 +57,8 @@ from drmm.records import (
     start_run_files,
     write_metrics,
 )
+from drmm.run_folder import check_new_run_folder, one_run_per_folder
+from drmm.run_folder import run_id as folder_run_id
 from drmm.scores import novelty_calibration
 from drmm.step import (
     Batch,
@@ -71,6 +75,7 @@ from drmm.step import (
 # The training run
 
 
+@one_run_per_folder  # out_dir's lock, held by this process from its first check to its last write
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset | None = None,
           progress: bool = True, force_resume: bool = False) -> dict:
     """Train, evaluating after each epoch; writes RUN_DIR/{checkpoint.pt, metrics.json, ...}.
@@ -103,6 +108,7 @@ class OpenedRun:
     data: Dataset
     labeled: np.ndarray  # (N_L,) the labeled training images' indices
     saved: dict | None  # the checkpoint a resumed run continues
+    run_id: str  # the run's id, in config.json and in every checkpoint (drmm/run_folder.py)
 
 
 def open_run(cfg: Config, out_dir, resume: bool, data: Dataset | None,
@@ -113,6 +119,9 @@ def open_run(cfg: Config, out_dir, resume: bool, data: Dataset | None,
     if saved is None and (out / CHECKPOINT).exists():
         raise DRMMError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume"
                         f" {out}, or pass another --out")
+    if saved is None:
+        check_new_run_folder(out)  # never a fresh run over a folder of the user's files
+    run_id = folder_run_id(out, saved)  # a checkpoint of another run's folder is refused
     cfg = copy.deepcopy(cfg)  # prepare() fills in the model's input size; the caller's stays
     data, labeled = prepare(cfg, data)
     t = cfg.train
@@ -121,7 +130,7 @@ def open_run(cfg: Config, out_dir, resume: bool, data: Dataset | None,
     require_device(t.device)
     if t.sync_bn and torch.device(t.device).type != "cuda":
         raise DRMMError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); drop it")
-    return OpenedRun(out, cfg, data, labeled, saved)
+    return OpenedRun(out, cfg, data, labeled, saved, run_id)
 
 
 @dataclass
@@ -183,13 +192,14 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     ckpt = Checkpointer(out / CHECKPOINT, model, opt, sched, device, is_main, steps_per_epoch,
                         fixed={"n_train": len(x_train), "config": cfg.to_dict(),
                                "labeled_indices": labeled, "class_names": opened.data.class_names,
-                               "preprocess": opened.data.preprocessor.state_dict()},
+                               "preprocess": opened.data.preprocessor.state_dict(),
+                               ID_KEY: opened.run_id},
                         last_saved=opened.saved and position(run.epoch, run.step,
                                                              steps_per_epoch))
-    if is_main:
-        start_run_files(out, cfg, opened.labeled, run.history)
     wall0 = time.perf_counter() - run.wall_seconds  # the graph's time counts too
     graph = graph_targets(cfg, dist, x_train, y_train, labeled, run.epoch)
+    if is_main:  # the first files: every check that can refuse the run is behind us
+        start_run_files(out, cfg, opened.labeled, run.history, opened.run_id)
     writer = (SummaryWriter(str(out / "tb"), purge_step=len(run.history) + 1)
               if is_main and t.tensorboard else None)  # purge: events past the checkpoint
     bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
@@ -298,7 +308,8 @@ def prepare(cfg: Config, data: Dataset | None = None):
     check_dataset(data)
     c, h, w = data.image_shape
     if h != w:
-        raise DRMMError(f"images are {h}x{w}; only square images are supported")
+        raise DRMMError(f"dataset {data.name}: images are {w}x{h} (width x height); only square"
+                        " images are supported: pass --image-size S to fit them to S x S")
     try:
         feature_sizes(cfg.model.specs(), h)
     except ValueError as e:
@@ -307,6 +318,8 @@ def prepare(cfg: Config, data: Dataset | None = None):
     cfg.model.in_channels, cfg.model.image_size = c, h
     cfg.model.num_classes = data.num_classes
     labeled = choose_labeled(data.y_train.numpy(), data.num_classes, t.labels, t.seed, given)
+    if given is not None:
+        warn_unlabeled_classes(data.y_train.numpy()[labeled], data.class_names)
     return data, labeled
 
 

@@ -207,7 +207,9 @@ def cache_key(files: list[Path], options: dict) -> str:
     digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **options}).encode())
     for path in files:
         st = path.stat()
-        digest.update(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # the path's own bytes: a name that is not UTF-8 (surrogate escapes) hashes as well
+        digest.update(os.fsencode(path.resolve()))
+        digest.update(f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
 
 

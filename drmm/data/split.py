@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,15 @@ def choose_labeled(labels: np.ndarray, num_classes: int, n_labeled: int | None, 
     if n_labeled is not None:
         return labeled_split(labels, n_labeled, num_classes, seed)
     return np.flatnonzero(has_label)
+
+
+def warn_unlabeled_classes(labels: np.ndarray, class_names: list[str]) -> None:
+    """One line on stderr if the labeled images (their labels: (N_L,)) leave classes without
+    an example: the model cannot learn which of its clusters those names belong to."""
+    missing = [class_names[c] for c in range(len(class_names)) if c not in set(labels.tolist())]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        print(f"drmm: warning: --labeled-indices names images of {len(class_names) - len(missing)}"
+              f" of the {len(class_names)} classes; {len(missing)} ({shown}) have no labeled"
+              " image, so the model cannot learn their names: label at least one image of each",
+              file=sys.stderr)
