@@ -36,7 +36,7 @@ from drmm.config import FREE_ON_RESUME, Config
 from drmm.errors import DRMMError
 from drmm.files import atomic_write, require_file
 from drmm.model import DRMM
-from drmm.step import make_scheduler
+from drmm.optim import make_scheduler
 
 CHECKPOINT = "checkpoint.pt"  # the file inside a run folder
 # 1: epoch ends only (model, optimizer, scheduler, epoch, rng{torch, data}, history, ...);
