@@ -8,6 +8,7 @@ Each script runs from the repository root as a module (`python -m benchmarks.spe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -113,12 +114,25 @@ def time_steps(model, cfg, opt, sched, batch, steps: int, stepper=None) -> float
     """Seconds per optimisation step, averaged over `steps` steps, each term of the objective
     at its weight of the run's first step; `stepper` (default: the model's Objective) computes
     the terms, so a compiled one can be timed alike."""
-    from drmm.step import Objective, step_weights, train_step
+    from drmm.step import Objective, step_weights
 
     stepper = Objective(model, cfg) if stepper is None else stepper
     weights = step_weights(cfg, 0, 1)
     t0 = time.perf_counter()
     for _ in range(steps):  # the training loop's own step, without its NaN check (a host sync)
-        train_step(stepper, model, opt, sched, batch, weights, check=False)
+        train_step(stepper, model, opt, sched, batch, weights)
     sync(batch.x_lab.device)
     return (time.perf_counter() - t0) / steps
+
+
+def train_step(stepper, model, opt, sched, batch, weights, autocast=None) -> dict:
+    """One training step as drmm/train.py's loop takes it, without its finite check (a host
+    sync): the E-step and objective (stepper), zero_grad, backward, opt.step, sched.step.
+    Returns the loss terms, detached."""
+    with autocast if autocast is not None else contextlib.nullcontext():
+        terms = stepper(batch, weights)  # {"loss", "ce", ...}
+    opt.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    opt.step()
+    sched.step()
+    return {k: v.detach() for k, v in terms.items()}

@@ -37,7 +37,7 @@ from drmm.config import FREE_ON_RESUME, Config
 from drmm.errors import DRMMError
 from drmm.files import atomic_write, require_file
 from drmm.model import DRMM
-from drmm.step import make_scheduler
+from drmm.optim import make_scheduler
 
 CHECKPOINT = "checkpoint.pt"  # the file inside a run folder
 ID_KEY = "run_id"  # the run's id, in its checkpoints and its config.json (drmm/run_folder.py)

@@ -8,11 +8,12 @@ code 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-from drmm import __version__
+from drmm import __version__, export, predict, reproduce, suggest
+from drmm.analysis import cli as analysis_cli
+from drmm.analysis import sample
 from drmm.checkpoint import CHECKPOINT, load_run_state, load_trained_model
 from drmm.config import Config, apply_overrides, load_yaml, preset
 from drmm.config_args import add_config_args, config_overrides, given
@@ -22,12 +23,12 @@ from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import require_dir
 from drmm.records import describe_confusion, describe_error
 from drmm.run_folder import resume_folder
+from drmm.synthetic import cli as synthetic_cli
 from drmm.train import train
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func.
-COMMAND_MODULES: list[str] = ["drmm.predict", "drmm.reproduce", "drmm.synthetic.cli",
-                               "drmm.analysis.cli", "drmm.sample", "drmm.export", "drmm.suggest"]
+COMMANDS = (predict, reproduce, synthetic_cli, analysis_cli, sample, export, suggest)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -129,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true",
                    help="do not md5-check cached data files when reading them")
     p.set_defaults(func=cmd_eval)
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

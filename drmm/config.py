@@ -22,16 +22,18 @@ import torch
 import yaml
 
 from drmm.data.augment import AUGMENTS
-from drmm.data.folder import decide_channels, image_files
+from drmm.data.folder import folder_preset
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
 from drmm.files import UniqueKeyLoader, require_file
-from drmm.losses import KL_MODES, LossConfig
+from drmm.losses import KL_MODES, TERMS, LossConfig
 from drmm.model import ARCHS, ModelConfig
 
 # Appendix A and Table 6: the paper's schedule, for every table. A named schedule (here, in
 # PRESETS below and in drmm/reproduce/tables.py) sets every one of these keys, so that no
 # setting of the run it plans is inherited from somewhere else; TrainConfig's defaults are it.
+# Which terms a run's objective has is not part of a schedule: the paper's step is
+# drmm.step.paper_step (loss.paper_only), whatever a preset adds.
 PAPER_SCHEDULE: dict = dict(
     optimizer="sgd",  # plain SGD
     lr=0.2,  # initial learning rate
@@ -43,8 +45,6 @@ PAPER_SCHEDULE: dict = dict(
     labeled_batch=None,  # half of each batch labeled
     unlabeled=None,  # N_U: the whole training set
     augment="none",  # no data augmentation
-    graph_prior=0.0,  # no graph pseudo-labels
-    consistency=0.0,  # no strong-view consistency term
 )
 SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
 
@@ -91,8 +91,8 @@ class TrainConfig:
     decay: str = PAPER_SCHEDULE["decay"]  # lr -> lr_final per step: exp (the paper) | cosine
     momentum: float = PAPER_SCHEDULE["momentum"]  # SGD momentum (the paper: plain SGD)
     weight_decay: float = 0.0  # L2 penalty (the paper: none)
-    graph_prior: float = PAPER_SCHEDULE["graph_prior"]  # epochs of graph pseudo-labels (0: off)
-    consistency: float = PAPER_SCHEDULE["consistency"]  # weight of L_CON, strong views (0: off)
+    graph_prior: float = 0.0  # epochs of graph pseudo-labels (0: off; the paper: off)
+    consistency: float = 0.0  # weight of L_CON, strong views (0: off; the paper: off)
     seed: int = 0  # seeds the split, the initialisation and the data order
     device: str = "cpu"  # cpu | cuda | cuda:N
     supervised_only: bool = False  # DCN baseline: labeled half only, no top-down pass
@@ -135,7 +135,7 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 7
+CONFIG_VERSION = 8
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
@@ -191,6 +191,8 @@ MIGRATIONS = {
     # 6 -> 7: train.resize is new; runs before it squashed non-square images (its default, crop,
     # would change their predictions).
     6: squash_resize,
+    # 7 -> 8: loss.paper_only is new (its default: every term of the table on, as before).
+    7: dict,
 }
 
 
@@ -232,13 +234,15 @@ class Config:
 
 
 def field_help(cls) -> dict[str, str]:
-    """{field: its comment} of a config dataclass: the comment on each field's line is its
-    documentation, for readers of the source and for `--help` alike (one text, one place)."""
+    """{field: its comment} of a config dataclass (and of the dataclasses it extends): the
+    comment on each field's line is its documentation, for readers of the source and for
+    `--help` alike (one text, one place)."""
     comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        found = re.match(r"\s+(\w+): [^#]+#\s*(.+)$", line)
-        if found:
-            comments[found.group(1)] = found.group(2).strip()
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        for line in inspect.getsource(klass).splitlines():
+            found = re.match(r"\s+(\w+): [^#]+#\s*(.+)$", line)
+            if found:
+                comments[found.group(1)] = found.group(2).strip()
     return comments
 
 
@@ -386,27 +390,20 @@ def preset(dataset: str, channels: int | None = None, quiet: bool = False) -> Co
         names = sorted(k for k in PRESETS if k not in ("npz", "folder", "folder_photo"))
         raise DRMMError(f"unknown dataset {dataset!r}; choose one of {names}, npz:PATH or"
                         " folder:DIR")
-    if key == "folder":
-        key = folder_preset(dataset[len("folder:"):], channels, quiet)
+    if key == "folder":  # the folder's images decide (drmm.data.folder.folder_preset)
+        root = dataset[len("folder:"):]
+        key = folder_preset(root, channels)
+        if key is None:  # no image file: load_folder says what is wrong, with the fix
+            key = "folder"
+        elif not quiet:
+            kind = ("colour images: the photo" if key == "folder_photo"
+                    else "grayscale images: the grayscale")
+            print(f"drmm: note: {root} holds {kind} recipe ({preset_summary(key)}); any flag"
+                  " overrides a part of it (README, docs/recipe.md)", file=sys.stderr)
     cfg = Config()
     apply_overrides(cfg, PRESETS[key], source=f"preset {key}")
     cfg.train.dataset = dataset
     return cfg
-
-
-def folder_preset(root: str, channels: int | None, quiet: bool) -> str:
-    """"folder_photo" if the folder holds a colour image (or channels is 3), else "folder"."""
-    files = [p for sub in ("labeled", "unlabeled", "test") if (Path(root) / sub).is_dir()
-             for p in image_files(Path(root) / sub)]
-    if not files:  # not a folder of images: load_folder says what is wrong, with the fix
-        return "folder"
-    key = "folder_photo" if decide_channels(files, channels) == 3 else "folder"
-    if not quiet:
-        kind = ("colour images: the photo" if key == "folder_photo"
-                else "grayscale images: the grayscale")
-        print(f"drmm: note: {root} holds {kind} recipe ({preset_summary(key)}); any flag"
-              " overrides a part of it (README, docs/recipe.md)", file=sys.stderr)
-    return key
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -449,12 +446,11 @@ def validate(cfg: Config) -> None:
                         " at least 0 (0: checkpoint at epoch ends only)")
     if not (0 <= t.momentum < 1 and t.weight_decay >= 0):
         raise DRMMError("momentum must be in [0, 1) and weight_decay at least 0")
-    if not (t.graph_prior >= 0 and t.consistency >= 0):
-        raise DRMMError("graph_prior and consistency must be at least 0 (0: off)")
-    weights = [f.name for f in dataclasses.fields(lo) if f.name.startswith("alpha_")]
-    negative = [k for k in weights if getattr(lo, k) < 0]
-    if negative:
-        raise DRMMError(f"loss weights {negative} are negative; use 0 to switch a term off")
+    for term in TERMS.values():  # every weight setting of the objective's table
+        if isinstance(term.weight, str) and not (math.isfinite(term.setting(cfg))
+                                                 and term.setting(cfg) >= 0):
+            raise DRMMError(f"{term.weight} {term.setting(cfg)} must be a finite number, at"
+                            " least 0; use 0 to switch its term off")
     if not 0 <= lo.con_threshold < 1:
         raise DRMMError(f"con_threshold {lo.con_threshold} must be in [0, 1) (0: every image)")
     try:

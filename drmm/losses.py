@@ -16,8 +16,8 @@
 - L_G (not in the paper): the graph prior, a cross-entropy against pseudo-labels from label
   spreading over a nearest-neighbour graph of the images, each weighted by its certainty (Iscen
   et al., 2019; drmm/graph_prior.py). Its weight falls from 1 to 0 over the first
-  `train.graph_prior` epochs: it decides which class a cluster of unlabeled images joins, then
-  leaves (on in the mnist preset).
+  `train.graph_prior` epochs (its schedule, `fade`): it decides which class a cluster of
+  unlabeled images joins, then leaves (on in the mnist preset).
 - L_CON (not in the paper): consistency under a strong augmentation, as FixMatch (Sohn et al.,
   2020), at the weight `train.consistency`: each unlabeled image's class c-hat under the
   training augmentation is the target of a cross-entropy on a second, strongly augmented view
@@ -25,9 +25,13 @@
   q(c|I) is at least `con_threshold` (on in the digits and mnist presets).
 
 Which images enter L_RC, L_KL, L_NN and L_G is `unsup_on`: "unlabeled" (the authors' default) or
-"all". The objective is a table of named terms, TERMS: each is a function of a StepContext (what
-the E-step found on one batch) and one weight in the config. `drmm_objective` sums the terms
-whose weight is not 0, in the table's order, and returns every one by name.
+"all". The objective is a table of named terms, TERMS, the one place a term is defined: its value
+on a StepContext (what the E-step found on one batch), its weight (a config field or a number)
+and that weight's schedule over the run, the inputs it needs beyond the bottom-up pass, and
+whether it is the paper's. The step's weights, the batch's optional parts, validation, the
+paper's step (`paper_only`), the flags and the run summaries all derive from it.
+`drmm_objective` sums the terms whose weight is not 0, in the table's order, and returns every
+one by name.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class LossConfig:
     kl_mode: str = "entropy"  # "entropy" (authors' code, default) or "eq7" (paper's sign)
     unsup_on: str = "unlabeled"  # images for RC/KL/NN: "unlabeled" half or "all" of the batch
     con_threshold: float = 0.95  # L_CON only on images whose top q(c|I) is at least this
+    paper_only: bool = False  # the paper's objective alone (Eq. 5-8): every other term off
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,33 +126,71 @@ class StepContext:
     loss_cfg: LossConfig | None = None  # the objective's settings (kl_mode, con_threshold)
 
 
+def ramp(step: int, steps: float) -> float:
+    """A multiplier at a global step: from 0 up to 1 linearly over `steps` steps."""
+    return min(1.0, step / steps) if steps > 0 else 1.0
+
+
+def constant(setting: float, step: int, steps_per_epoch: int) -> float:
+    """A weight that is its setting at every step."""
+    return setting
+
+
+def fade(epochs: float, step: int, steps_per_epoch: int) -> float:
+    """A weight that falls from 1 to 0 over the first `epochs` epochs (the setting)."""
+    return 1 - ramp(step, epochs * steps_per_epoch)
+
+
+# The inputs a term may need beyond the bottom-up pass: the top-down rendering of the unsup
+# images, the strong views of the unlabeled images, the graph prior's pseudo-labels.
+RENDERING, STRONG_VIEWS, GRAPH = "rendering", "strong_views", "graph"
+
+
 @dataclass(frozen=True)
 class Term:
     """One term of the objective."""
 
     value: Callable[[StepContext], torch.Tensor]  # the term on one batch, a scalar
-    weight: str | float  # the config field holding its weight ("loss.alpha_rc"), or a number
+    weight: str | float  # its weight setting's config field ("loss.alpha_rc"), or a number
     paper: bool = False  # part of the paper's objective (Eq. 5-8)
-    needs: frozenset[str] = frozenset()  # passes beyond bottom-up: "rendering", "strong_views"
+    needs: frozenset[str] = frozenset()  # inputs beyond bottom-up: RENDERING, STRONG_VIEWS, GRAPH
+    schedule: Callable[[float, int, int], float] = constant  # (setting, step, steps/epoch) -> w
 
+    def setting(self, cfg) -> float:
+        """Its weight setting in a config: the dotted field's value, or the number."""
+        if isinstance(self.weight, str):
+            section, key = self.weight.split(".")
+            return getattr(getattr(cfg, section), key)
+        return self.weight
 
-RENDERING, STRONG_VIEWS = frozenset({"rendering"}), frozenset({"strong_views"})
+    def weight_at(self, cfg, step: int, steps_per_epoch: int) -> float:
+        """Its weight at global step `step`: 0 in the paper's step unless it is the paper's."""
+        if cfg.loss.paper_only and not self.paper:
+            return 0.0
+        return self.schedule(self.setting(cfg), step, steps_per_epoch)
+
 
 # The objective's terms, in the order they are summed. Adding a term: its function of the
-# context, its weight's config field, its test.
+# context and its entry here, its weight's config field (a LossConfig field: flag, validation
+# and summaries follow), its test.
 TERMS: dict[str, Term] = {
     "ce": Term(lambda c: cross_entropy(c.logits_lab, c.labels), "loss.alpha_h", paper=True),
     "rc": Term(lambda c: reconstruction(c.images, c.rendered), "loss.alpha_rc", paper=True,
-               needs=RENDERING),
+               needs=frozenset({RENDERING})),
     "kl": Term(lambda c: kl_term(c.logits_unsup, c.loss_cfg.kl_mode), "loss.alpha_kl",
                paper=True),
     "nn": Term(lambda c: non_negativity(c.templates), "loss.alpha_nn", paper=True,
-               needs=RENDERING),
-    # the weight of L_G falls from 1 to 0 over the first train.graph_prior epochs (step.py)
-    "graph": Term(lambda c: graph_prior(c.logits_unsup, *c.graph), "train.graph_prior"),
+               needs=frozenset({RENDERING})),
+    "graph": Term(lambda c: graph_prior(c.logits_unsup, *c.graph), "train.graph_prior",
+                  needs=frozenset({GRAPH}), schedule=fade),
     "con": Term(lambda c: consistency(c.logits_strong, c.logits_weak, c.loss_cfg.con_threshold),
-                "train.consistency", needs=STRONG_VIEWS),
+                "train.consistency", needs=frozenset({STRONG_VIEWS})),
 }
+
+
+def needed(weights: dict[str, float]) -> frozenset[str]:
+    """The inputs the terms with a weight other than 0 need (RENDERING, STRONG_VIEWS, GRAPH)."""
+    return frozenset().union(*(TERMS[n].needs for n, w in weights.items() if w and n in TERMS))
 
 
 def drmm_objective(ctx: StepContext, weights: dict[str, float]) -> dict[str, torch.Tensor]:

@@ -2,8 +2,10 @@
 
 `train` reads as a table of contents: open the run (config, data, labeled split, a checkpoint to
 continue), build the trainer (model, optimiser, data on the device, the graph prior's targets),
-then the epoch loop: each step a guarded round of hard EM (drmm/step.py), each epoch's end an
-evaluation, a record and a checkpoint; then the final metrics.
+then the epoch loop, each epoch's end an evaluation, a record and a checkpoint; then the final
+metrics. `train_epoch` is the training loop on one screen, as nanoGPT's: each step the terms'
+weights and the batch, the forward pass (E-step and objective, drmm/step.py), zero_grad,
+backward, the finite check, the optimiser's and the schedule's step.
 
 Reliability (docs/reliability.md): the checkpoint (drmm.checkpoint) is written atomically at
 every epoch end and, with checkpoint_every = K, every K steps; a resumed run equals an
@@ -16,8 +18,11 @@ counted.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +51,9 @@ from drmm.errors import DRMMError, require_device, warn_slow_precision
 from drmm.evaluate import save_reconstructions
 from drmm.files import check_out_dir
 from drmm.graph_prior import graph_pseudo_labels
+from drmm.losses import GRAPH, needed
 from drmm.model import DRMM, feature_sizes
+from drmm.optim import make_optimizer
 from drmm.records import (
     after_nonfinite,
     epoch_line,
@@ -60,16 +67,7 @@ from drmm.records import (
 from drmm.run_folder import check_new_run_folder, one_run_per_folder
 from drmm.run_folder import run_id as folder_run_id
 from drmm.scores import novelty_calibration
-from drmm.step import (
-    Batch,
-    NonFiniteStep,
-    Objective,
-    epoch_order,
-    make_batch,
-    make_optimizer,
-    step_weights,
-    train_step,
-)
+from drmm.step import Objective, epoch_order, make_batch, step_weights
 
 # ----------------------------------------------------------------------------------------------
 # The training run
@@ -133,7 +131,7 @@ def open_run(cfg: Config, out_dir, resume: bool, data: Dataset | None,
     return OpenedRun(out, cfg, data, labeled, saved, run_id)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Trainer:
     """What the epoch loop reads and moves."""
 
@@ -147,15 +145,10 @@ class Trainer:
     gen: torch.Generator  # the data order's generator
     run: RunState  # where the run stands; what the checkpoint continues from
     ckpt: Checkpointer
-    x_train: Images | torch.Tensor  # (N, C, H, W) on the device
-    y_train: torch.Tensor  # (N,)
-    x_test: Images | torch.Tensor | None  # (M, C, H, W), or None: no test set
-    y_test: torch.Tensor | None  # (M,)
+    data: Dataset  # the data set, its images and labels on the device
     labeled: torch.Tensor  # (N_L,) the labeled images' indices, on the CPU
-    class_names: list[str]
     graph: tuple[torch.Tensor, torch.Tensor] | None  # (N,) x2 the graph prior's targets
     steps_per_epoch: int
-    autocast: torch.autocast  # bf16 autocast, or a disabled one
     wall0: float  # perf_counter at the run's start, the time before a resume included
     bar: tqdm
     writer: SummaryWriter | None  # rank 0, if asked
@@ -170,60 +163,77 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     """The model, optimiser and schedule (restored from the checkpoint if resuming), the data
     on the device, the run folder's files, and the graph prior's targets."""
     cfg, out, t = opened.cfg, opened.out, opened.cfg.train
-    device, is_main = dist.device, dist.is_main  # only rank 0 writes files
-    if is_main:
-        warn_slow_precision(t.precision, device)
+    if dist.is_main:  # only rank 0 writes files and warns
+        warn_slow_precision(t.precision, dist.device)
     model, stepper = build_model(cfg, dist)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-    x_train, y_train, x_test, y_test = on_device(opened.data, device, t.channels_last)
+    data = on_device(opened.data, dist.device, t.channels_last)
     labeled = torch.from_numpy(opened.labeled)  # (N_L,)
-    steps_per_epoch = len(x_train) // t.batch_split()[1]  # one pass over the unlabeled set
-    if steps_per_epoch < 1:
+    spe = len(data.x_train) // t.batch_split()[1]  # steps per epoch: one pass over N_U
+    if spe < 1:
         raise DRMMError(f"{t.batch_split()[1]} unlabeled images per step is more than the"
-                        f" training set ({len(x_train)} images); use a smaller --batch-size")
-    opt, sched = make_optimizer(model, cfg, steps_per_epoch * t.epochs)
+                        f" training set ({len(data.x_train)} images); use a smaller --batch-size")
+    opt, sched = make_optimizer(model, cfg, spe * t.epochs)
     gen = torch.Generator().manual_seed(t.seed)  # the data order
     run = RunState(data_rng=gen.get_state())
     if opened.saved is not None:
-        run, sched = restore_run(opened.saved, model, opt, sched, gen, cfg, steps_per_epoch,
-                                 device)
+        run, sched = restore_run(opened.saved, model, opt, sched, gen, cfg, spe, dist.device)
         print(f"drmm: resuming {out} from its checkpoint at the"
-              f" {position(run.epoch, run.step, steps_per_epoch)}", file=sys.stderr)
-    ckpt = Checkpointer(out / CHECKPOINT, model, opt, sched, device, is_main, steps_per_epoch,
-                        fixed={"n_train": len(x_train), "config": cfg.to_dict(),
-                               "labeled_indices": labeled, "class_names": opened.data.class_names,
-                               "preprocess": opened.data.preprocessor.state_dict(),
+              f" {position(run.epoch, run.step, spe)}", file=sys.stderr)
+    ckpt = Checkpointer(out / CHECKPOINT, model, opt, sched, dist.device, dist.is_main, spe,
+                        fixed={"n_train": len(data.x_train), "config": cfg.to_dict(),
+                               "labeled_indices": labeled, "class_names": data.class_names,
+                               "preprocess": data.preprocessor.state_dict(),
                                ID_KEY: opened.run_id},
-                        last_saved=opened.saved and position(run.epoch, run.step,
-                                                             steps_per_epoch))
+                        last_saved=opened.saved and position(run.epoch, run.step, spe))
     wall0 = time.perf_counter() - run.wall_seconds  # the graph's time counts too
-    graph = graph_targets(cfg, dist, x_train, y_train, labeled, run.epoch)
-    if is_main:  # the first files: every check that can refuse the run is behind us
+    graph = graph_targets(cfg, dist, data, labeled, run.epoch, spe)
+    if dist.is_main:  # the first files: every check that can refuse the run is behind us
         start_run_files(out, cfg, opened.labeled, run.history, opened.run_id)
     writer = (SummaryWriter(str(out / "tb"), purge_step=len(run.history) + 1)
-              if is_main and t.tensorboard else None)  # purge: events past the checkpoint
-    bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
+              if dist.is_main and t.tensorboard else None)  # purge: events past the checkpoint
+    bar = tqdm(total=spe, disable=not (progress and dist.is_main), dynamic_ncols=True,
                leave=False)
-    return Trainer(cfg, out, dist, model, stepper, opt, sched, gen, run, ckpt, x_train, y_train,
-                   x_test, y_test, labeled, opened.data.class_names, graph, steps_per_epoch,
-                   autocast, wall0, bar, writer)
+    return Trainer(cfg=cfg, out=out, dist=dist, model=model, stepper=stepper, opt=opt,
+                   sched=sched, gen=gen, run=run, ckpt=ckpt, data=data, labeled=labeled,
+                   graph=graph, steps_per_epoch=spe, wall0=wall0, bar=bar, writer=writer)
 
 
 def train_epoch(tr: Trainer, epoch: int) -> float:
-    """The epoch's steps from where the run stands; returns the epoch's start (perf_counter,
-    the time before a resume included)."""
-    t, spe, run = tr.cfg.train, tr.steps_per_epoch, tr.run
-    tr.model.train()
-    order = epoch_order(tr.labeled, len(tr.x_train), tr.gen, spe * t.batch_split()[0])
+    """The epoch's steps from where the run stands, each a round of hard EM: the E-step and the
+    objective (tr.stepper), then the M-step, one optimiser update and one LR-schedule step.
+    A NaN or inf in the loss or in any gradient is caught before opt.step(), so a bad batch
+    never reaches the weights (skip_batch). Returns the epoch's start (perf_counter, the time
+    before a resume included)."""
+    cfg, t, run, model, spe = tr.cfg, tr.cfg.train, tr.run, tr.model, tr.steps_per_epoch
+    autocast = torch.autocast(tr.dist.device.type, dtype=torch.bfloat16,
+                              enabled=t.precision == "bf16")
+    model.train()
+    order = epoch_order(tr.labeled, len(tr.data.x_train), tr.gen, spe * t.batch_split()[0])
     started = time.perf_counter() - run.epoch_seconds
     tr.bar.reset()
     tr.bar.update(run.step)
     tr.bar.set_description(f"epoch {epoch + 1}/{t.epochs}")
     for step in range(run.step, spe):
-        weights = step_weights(tr.cfg, epoch * spe + step, spe)  # each term's, at this step
-        batch = make_batch(tr.cfg, tr.x_train, tr.y_train, order, step, weights, tr.graph,
-                           tr.dist)
-        guarded_step(tr, batch, weights, epoch, step)
+        weights = step_weights(cfg, epoch * spe + step, spe)  # each term's, at this step
+        batch = make_batch(cfg, tr.data.x_train, tr.data.y_train, order, step, weights,
+                           tr.graph, tr.dist)
+        # the forward pass moves the BatchNorm statistics: a batch to be skipped puts them back
+        buffers = [b.clone() for b in model.buffers()] if t.skip_nonfinite else None
+        with autocast:
+            terms = tr.stepper(batch, weights)  # E-step and objective: {"loss", "ce", ...}
+        tr.opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        # The finite check is one host sync: free on CPU, a stall on CUDA, where it runs every
+        # log_every steps unless bad batches must be skipped (a NaN then stops the run at the
+        # next check; the last checkpoint is still good).
+        check = (tr.dist.device.type != "cuda" or t.skip_nonfinite
+                 or (step + 1) % t.log_every == 0 or step + 1 == spe)
+        if check and not all_finite(terms["loss"], model):
+            skip_batch(tr, terms, buffers, epoch, step)  # or stop the run, if not skip_nonfinite
+        else:
+            tr.opt.step()
+            tr.sched.step()
+            run.add({k: v.detach() for k, v in terms.items()})
         run.step = step + 1
         if run.step % t.log_every == 0 or run.step == spe:
             tr.bar.set_postfix_str(fmt(run.means()), refresh=False)  # one host sync
@@ -235,25 +245,32 @@ def train_epoch(tr: Trainer, epoch: int) -> float:
     return started
 
 
-def guarded_step(tr: Trainer, batch: Batch, weights: dict[str, float], epoch: int,
-                 step: int) -> None:
-    """One round of hard EM, counted in the run; a NaN / inf loss or gradient stops the run
-    (the last checkpoint stays) or, with skip_nonfinite, skips the batch."""
-    t, spe = tr.cfg.train, tr.steps_per_epoch
-    # On CUDA the NaN check is a host sync: every log_every steps unless bad batches must be
-    # skipped (a NaN then stops the run at the next check; the last checkpoint is still good).
-    check = (tr.dist.device.type != "cuda" or t.skip_nonfinite
-             or (step + 1) % t.log_every == 0 or step + 1 == spe)
-    try:
-        tr.run.add(train_step(tr.stepper, tr.model, tr.opt, tr.sched, batch, weights,
-                              tr.autocast, check, keep_bn_on_skip=t.skip_nonfinite))
-    except NonFiniteStep as e:
-        where = f"step {epoch * spe + step + 1} (epoch {epoch + 1}, step {step + 1} of {spe})"
-        if not t.skip_nonfinite:
-            raise DRMMError(f"non-finite {e.what} at {where}: {fmt(e.terms)};"
-                            f" {after_nonfinite(tr.ckpt.last_saved, tr.out)}") from None
-        tr.run.epoch_skipped, tr.run.skipped = tr.run.epoch_skipped + 1, tr.run.skipped + 1
-        tr.bar.write(f"skipped batch at {where}: non-finite {e.what} ({fmt(e.terms)})")
+def all_finite(loss: torch.Tensor, model: DRMM) -> bool:
+    """Whether the loss and every gradient are finite (one host sync)."""
+    grads = sum(p.grad.sum() for p in model.parameters() if p.grad is not None)  # ()
+    return bool(torch.isfinite(loss.detach() + grads).item())
+
+
+def skip_batch(tr: Trainer, terms: dict[str, torch.Tensor], buffers: list | None, epoch: int,
+               step: int) -> None:
+    """A batch whose loss or gradient is NaN / inf, before any update: stop the run (the last
+    checkpoint stays) or, with skip_nonfinite, put back the BatchNorm statistics its forward
+    pass moved, step the schedule (it follows the step count) and count the batch."""
+    values = {k: v.item() for k, v in terms.items()}
+    what = "loss" if not math.isfinite(values["loss"]) else "gradient"
+    spe = tr.steps_per_epoch
+    where = f"step {epoch * spe + step + 1} (epoch {epoch + 1}, step {step + 1} of {spe})"
+    if not tr.cfg.train.skip_nonfinite:
+        raise DRMMError(f"non-finite {what} at {where}: {fmt(values)};"
+                        f" {after_nonfinite(tr.ckpt.last_saved, tr.out)}")
+    with torch.no_grad():
+        for b, saved in zip(tr.model.buffers(), buffers, strict=True):
+            b.copy_(saved)
+    with warnings.catch_warnings():  # "scheduler stepped before optimizer"
+        warnings.simplefilter("ignore", UserWarning)
+        tr.sched.step()
+    tr.run.epoch_skipped, tr.run.skipped = tr.run.epoch_skipped + 1, tr.run.skipped + 1
+    tr.bar.write(f"skipped batch at {where}: non-finite {what} ({fmt(values)})")
 
 
 def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
@@ -261,13 +278,13 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     the novelty scale of `drmm predict` (the training images' 99th percentile of the novelty
     score, in eval mode: drmm/scores.py)."""
     run, t = tr.run, tr.cfg.train
-    record = epoch_record(epoch, run.means(), run.epoch_skipped, tr.model, tr.x_test,
-                          tr.y_test, tr.cfg, tr.opt.param_groups[0]["lr"],
+    record = epoch_record(epoch, run.means(), run.epoch_skipped, tr.model, tr.data.x_test,
+                          tr.data.y_test, tr.cfg, tr.opt.param_groups[0]["lr"],
                           time.perf_counter() - started, tr.wall0, tr.steps_per_epoch)
-    tr.bar.write(epoch_line(record, run.means(), tr.class_names))
+    tr.bar.write(epoch_line(record, run.means(), tr.data.class_names))
     run.finish_epoch(record, tr.gen.get_state())
     last = run.epoch == t.epochs and tr.dist.is_main  # rank 0 alone writes the checkpoint
-    tr.ckpt.save(run, novelty_calibration(tr.model, tr.cfg, tr.x_train, t.eval_batch_size)
+    tr.ckpt.save(run, novelty_calibration(tr.model, tr.cfg, tr.data.x_train, t.eval_batch_size)
                  if last else None)
     if tr.dist.is_main:
         log_epoch(tr.out, record, tr.writer)
@@ -276,10 +293,10 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
 def finish(tr: Trainer) -> dict:
     """The run's final metrics (metrics.json) and a picture of test images rendered back."""
     metrics = final_metrics(tr.run.history, tr.run.skipped, tr.cfg, len(tr.labeled),
-                            len(tr.x_train))
+                            len(tr.data.x_train))
     if tr.dist.is_main:
         write_metrics(tr.out, metrics)
-        save_reconstructions(tr.model, tr.x_test if tr.x_test is not None else tr.x_train,
+        save_reconstructions(tr.model, tr.data.x_test if tr.data.has_test else tr.data.x_train,
                              tr.out / "reconstructions.png")
     return metrics
 
@@ -323,7 +340,7 @@ def prepare(cfg: Config, data: Dataset | None = None):
     return data, labeled
 
 
-def on_device(data: Dataset, device, channels_last: bool):
+def on_device(data: Dataset, device, channels_last: bool) -> Dataset:
     """The whole data set on the training device, batched by index from there (airbench).
     Loaded images stay uint8 there, each batch made float32 on the device as it is indexed."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -334,7 +351,8 @@ def on_device(data: Dataset, device, channels_last: bool):
     y_train = data.y_train.to(device)  # (N,)
     x_test = data.x_test.to(device) if data.has_test else None  # (M, C, H, W) or none
     y_test = data.y_test.to(device) if data.has_test else None  # (M,)
-    return x_train, y_train, x_test, y_test
+    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_test=x_test,
+                               y_test=y_test)
 
 
 def build_model(cfg: Config, dist: distributed.Dist) -> tuple[DRMM, nn.Module]:
@@ -354,14 +372,14 @@ def build_model(cfg: Config, dist: distributed.Dist) -> tuple[DRMM, nn.Module]:
     return model, stepper
 
 
-def graph_targets(cfg: Config, dist: distributed.Dist, x_train: Images | torch.Tensor,
-                  y_train: torch.Tensor, labeled: torch.Tensor, epoch: int):
-    """The graph prior's (pseudo-labels (N,), certainties (N,)) of every training image, if
-    its weight is not yet 0 at `epoch`; else None. Minutes of CPU work: rank 0 alone spreads
-    the labels, the others wait for its broadcast."""
-    t = cfg.train
-    if not t.graph_prior or t.supervised_only or epoch >= t.graph_prior:
+def graph_targets(cfg: Config, dist: distributed.Dist, data: Dataset, labeled: torch.Tensor,
+                  epoch: int, steps_per_epoch: int):
+    """The graph prior's (pseudo-labels (N,), certainties (N,)) of every training image, if a
+    term with a weight other than 0 at the start of `epoch` needs them; else None. Minutes of
+    CPU work: rank 0 alone spreads the labels, the others wait for its broadcast."""
+    if GRAPH not in needed(step_weights(cfg, epoch * steps_per_epoch, steps_per_epoch)):
         return None
+    x_train, y_train = data.x_train, data.y_train
     if dist.is_main:
         graph = graph_pseudo_labels(x_train, labeled, y_train[labeled].cpu().numpy(),
                                     cfg.model.num_classes,

@@ -20,6 +20,13 @@ def _seed_and_threads():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """No test reads or fills the user's ~/.cache/drmm: each has its own cache folder."""
+    monkeypatch.setenv("DRMM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real data copies beside the repository; tests that need them skip without them."""

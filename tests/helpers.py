@@ -1,5 +1,6 @@
-"""The tests' shared helpers: tiny data sets and configs, tiny run commands, a bit-for-bit
-comparison of two run folders, and fault injection at the training step's seam."""
+"""The tests' shared helpers: tiny data sets and configs, the tiny run command, the one-line
+error check, a bit-for-bit comparison of two run folders, and fault injection at the training
+step's seam (the Objective's forward pass)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-import drmm.step
 from drmm.config import Config, preset
 from drmm.data import Dataset
 from drmm.data import to_tensor_images as to_images
-from drmm.step import paper_step
+from drmm.step import Objective, paper_step
 
-REAL_STEP_TERMS = drmm.step.step_terms  # the seam the fault injections replace
+REAL_FORWARD = Objective.forward  # the seam the fault injections and spies replace
 
 # Record fields that measure time, not what was computed: they differ between equal runs.
 TIMING = {"epoch_seconds", "images_per_s", "wall_seconds"}
@@ -80,12 +80,13 @@ def tiny_config(**train) -> Config:
 
 
 def one_line_error(capsys) -> str:
-    """The one line a failed command wrote on stderr (warnings and notes aside), no traceback."""
+    """The one error line a failed command wrote on stderr, no traceback; any other line is a
+    drmm note or warning (such as the folder preset's)."""
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if not line.startswith(("drmm: warning",
                                                                        "drmm: note"))]
-    assert len(lines) == 1, err
+    assert len(lines) == 1 and lines[0].startswith("drmm: error: "), err
     return lines[0]
 
 
@@ -114,11 +115,25 @@ def make_folder(root, labeled_per_class=2, test=True, rgb_one=False):
     return root, a
 
 
-def tiny_train(dataset, out, yaml, *extra):
+def paper_flags() -> list[str]:
+    """The flags that make a run's step the paper's: what drmm.step.paper_step changes in a
+    config, as flags."""
+    before, after = Config().flat(), paper_step(Config()).flat()
+    flags = []
+    for key, value in after.items():
+        if value != before[key]:
+            name = "--" + key.split(".")[1].replace("_", "-")
+            flags += [name] if value is True else [name, str(value)]
+    return flags
+
+
+def tiny_train(dataset: str, out: Path, yaml: str, *extra: str) -> list[str]:
+    """`drmm train` arguments for a tiny run of the paper's step (paper_flags): 2 epochs of
+    conv_tiny, batch 20 (10 labeled), SGD from 0.1 to 0.01; `extra` flags override these."""
     return ["train", "--dataset", dataset, "--arch", "conv_tiny", "--batch-size", "20",
             "--labeled-batch", "10", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.1",
-            "--lr-final", "0.01",
-            "--decay", "exp", "--config", yaml, "--out", str(out), "--quiet", *extra]
+            "--lr-final", "0.01", "--decay", "exp", *paper_flags(), "--config", yaml,
+            "--out", str(out), "--quiet", *extra]
 
 
 def write_yaml(folder: Path) -> str:
@@ -126,13 +141,6 @@ def write_yaml(folder: Path) -> str:
     path = folder / "quiet.yaml"
     path.write_text("train:\n  tensorboard: false\n")
     return str(path)
-
-
-def cli_train_args(dataset: str, out: Path, yaml: str, *extra: str) -> list[str]:
-    """`drmm train` arguments for a tiny run: 2 epochs of conv_tiny, batch 20, 8 labels."""
-    return ["train", "--dataset", dataset, "--arch", "conv_tiny", "--labels", "8",
-            "--batch-size", "20", "--epochs", "2", "--lr", "0.1", "--lr-final", "0.01",
-            "--config", yaml, "--out", str(out), "--quiet", *extra]
 
 
 def records(run: Path) -> list[dict]:
@@ -163,14 +171,15 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def inject(monkeypatch, fault, at_calls):
-    """Replace drmm.step.step_terms: call number n (from 1) in at_calls gets fault(terms)."""
+    """Wrap the Objective's forward pass: call number n (from 1) in at_calls gets
+    fault(terms). monkeypatch.setattr(Objective, "forward", REAL_FORWARD) ends it."""
     calls = itertools.count(1)
 
-    def step_terms(*args, **kwargs):
-        terms = REAL_STEP_TERMS(*args, **kwargs)
+    def forward(self, *args, **kwargs):
+        terms = REAL_FORWARD(self, *args, **kwargs)
         return fault(terms) if next(calls) in at_calls else terms
 
-    monkeypatch.setattr(drmm.step, "step_terms", step_terms)
+    monkeypatch.setattr(Objective, "forward", forward)
 
 
 def crash(terms):

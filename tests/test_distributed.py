@@ -21,7 +21,8 @@ from drmm.data import load_dataset
 from drmm.distributed import Dist
 from drmm.graph_prior import propagate_labels
 from drmm.model import DRMM
-from drmm.step import epoch_order, make_batch, make_optimizer, step_terms, step_weights
+from drmm.optim import make_optimizer
+from drmm.step import Objective, epoch_order, make_batch, step_weights
 from drmm.train import prepare
 
 WORLD = 2
@@ -54,7 +55,7 @@ def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
         for r in range(WORLD):  # each rank's shard of the global batch, as training takes it
             batch = make_batch(cfg, data.x_train, data.y_train, order, step, weights, graph,
                                Dist(rank=r, world=WORLD))
-            (step_terms(model, cfg, batch, weights)["loss"] / WORLD).backward()
+            (Objective(model, cfg)(batch, weights)["loss"] / WORLD).backward()
         opt.step()
         sched.step()
     return dict(model.named_parameters())

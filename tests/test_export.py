@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import cli_train_args, one_line_error, tiny_arrays, write_npz, write_yaml
+from helpers import one_line_error, tiny_arrays, tiny_train, write_npz, write_yaml
 
 import drmm
 import drmm.export
@@ -33,7 +33,8 @@ def rgb(x: np.ndarray) -> np.ndarray:
 def gray_run(tmp_path_factory):
     """2 epochs of conv_tiny on tiny grayscale 8x8 arrays, no preprocessing, unnamed classes."""
     tmp = tmp_path_factory.mktemp("gray")
-    assert main(cli_train_args(write_npz(tmp / "d.npz"), tmp / "run", write_yaml(tmp))) == 0
+    assert main(tiny_train(write_npz(tmp / "d.npz"), tmp / "run", write_yaml(tmp),
+                           "--labels", "8")) == 0
     return tmp / "run", tiny_arrays()["x_test"]  # (24, 8, 8) uint8
 
 
@@ -44,8 +45,8 @@ def rgb_run(tmp_path_factory):
     a = tiny_arrays()
     dataset = write_npz(tmp / "d.npz", x_train=rgb(a["x_train"]), x_test=rgb(a["x_test"]),
                         class_names=np.array(NAMES))
-    assert main(cli_train_args(dataset, tmp / "run", write_yaml(tmp),
-                               "--preprocess", "standardize")) == 0
+    assert main(tiny_train(dataset, tmp / "run", write_yaml(tmp), "--labels", "8",
+                           "--preprocess", "standardize")) == 0
     return tmp / "run", rgb(a["x_test"])  # (24, 8, 8, 3) uint8
 
 

@@ -14,7 +14,7 @@ from drmm.errors import DRMMError
 from drmm.graph_prior import propagate_labels
 from drmm.losses import LossConfig, StepContext, drmm_objective, graph_prior
 from drmm.model import DRMM
-from drmm.step import Batch, step_terms
+from drmm.step import Batch, Objective
 from drmm.train import train
 
 
@@ -55,7 +55,9 @@ def test_graph_term_by_hand_and_its_weight():
 def test_pseudo_labels_alone_train_the_classifier(tmp_path):
     """With every other term off, the graph prior is all the signal there is: the network learns
     the two classes from two labeled images' spread labels, and the term fades after 3 epochs."""
-    cfg = tiny_config(epochs=4, optimizer="adam", lr=0.01, lr_final=0.01, graph_prior=3.0)
+    cfg = tiny_config(epochs=4, optimizer="adam", lr=0.01, lr_final=0.01, graph_prior=3.0,
+                      consistency=0.0)
+    cfg.loss.paper_only = False
     cfg.loss.alpha_h = cfg.loss.alpha_rc = cfg.loss.alpha_kl = cfg.loss.alpha_nn = 0.0
     train(cfg, tmp_path, data=fabricated(), progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -87,8 +89,8 @@ def test_step_takes_the_graph_term_over_the_images_it_names(unsup_on):
     x_lab, y_lab, x_unl = data.x_train[:4], data.y_train[:4], data.x_train[4:10]
     pseudo, certainty = torch.tensor([1, 0, 1, 0, 1, 0]), torch.rand(6)
     with torch.no_grad():
-        terms = step_terms(model, cfg, Batch(x_lab, y_lab, x_unl, graph=(pseudo, certainty)),
-                           {"ce": 1.0, "graph": 0.5})
+        terms = Objective(model, cfg)(Batch(x_lab, y_lab, x_unl, graph=(pseudo, certainty)),
+                                      {"ce": 1.0, "graph": 0.5})
         logits = model(torch.cat([x_lab, x_unl]) if unsup_on == "all" else x_unl)  # (B, K)
     if unsup_on == "all":
         pseudo, certainty = torch.cat([y_lab, pseudo]), torch.cat([torch.ones(4), certainty])

@@ -19,12 +19,6 @@ from drmm.data.folder import load_folder
 from drmm.data.preprocess import channel_stats
 from drmm.errors import DRMMError
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DRMM_CACHE", str(tmp_path / "cache"))
-
-
 # ----------------------------------------------------------------------------------------------
 # Data in three forms
 

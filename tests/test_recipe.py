@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from helpers import (
-    REAL_STEP_TERMS,
+    REAL_FORWARD,
     assert_same_run,
     crash,
     inject,
@@ -15,13 +15,13 @@ from helpers import (
     tiny_dataset,
 )
 
-import drmm.step
 from drmm.checkpoint import load_checkpoint, save_checkpoint
 from drmm.config import Config, apply_overrides
 from drmm.data.augment import augment, cutout, random_affine, strong_view
 from drmm.errors import DRMMError
+from drmm.losses import ramp
 from drmm.model import DRMM, ModelConfig
-from drmm.step import Batch, ramp, step_terms, step_weights
+from drmm.step import Batch, Objective, step_weights
 from drmm.train import train
 
 
@@ -101,25 +101,26 @@ def test_consistency_term_trains_on_the_strong_view(monkeypatch):
     """With train.consistency the step adds L_CON on a second bottom-up pass (the strong
     views); every parameter the step reaches still gets a finite gradient."""
     cfg = tiny_config(consistency=1.0)
-    cfg.loss.con_threshold = 0.0  # every image: the term is non-zero
+    cfg.loss.paper_only, cfg.loss.con_threshold = False, 0.0  # every image: the term is not 0
     model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
     data = tiny_dataset()
     x_unl = data.x_train[5:10]
     batch = Batch(data.x_train[:5], data.y_train[:5], x_unl, x_strong=strong_view(x_unl))
-    terms = step_terms(model, cfg, batch, step_weights(cfg, 0, 8))
+    terms = Objective(model, cfg)(batch, step_weights(cfg, 0, 8))
     assert terms["con"].item() > 0 and torch.isfinite(terms["loss"])
     terms["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     batch.x_strong = None  # the step makes its own views
-    assert "con" in step_terms(model, cfg, batch, step_weights(cfg, 0, 8))
+    assert "con" in Objective(model, cfg)(batch, step_weights(cfg, 0, 8))
     cfg.train.consistency = 0.0
-    assert "con" not in step_terms(model, cfg, batch, step_weights(cfg, 0, 8))
+    assert "con" not in Objective(model, cfg)(batch, step_weights(cfg, 0, 8))
 
 
 def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch):
     """The strong views are drawn from the saved random state: a crashed run with consistency
     resumes to the same end bit for bit, and its log carries the term."""
     cfg = tiny_config(checkpoint_every=3, augment="translate", consistency=1.0)
+    cfg.loss.paper_only = False
     ref = tmp_path / "ref"
     train(cfg, ref, data=tiny_dataset(), progress=False)
     assert "train_con" in (ref / "metrics.jsonl").read_text()
@@ -127,7 +128,7 @@ def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch
     inject(monkeypatch, crash, {13})
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, out, data=tiny_dataset(), progress=False)
-    monkeypatch.setattr(drmm.step, "step_terms", REAL_STEP_TERMS)
+    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
     train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(ref, out)
 
@@ -142,7 +143,7 @@ def test_a_run_of_a_removed_option_loads_and_resumes_with_a_note(tmp_path, monke
     inject(monkeypatch, crash, {13})
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, run, data=tiny_dataset(), progress=False)
-    monkeypatch.setattr(drmm.step, "step_terms", REAL_STEP_TERMS)
+    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
     state = load_checkpoint(run / "checkpoint.pt")  # as an older version wrote it:
     state["config"]["version"] = 5
     state["config"]["train"].update(ema=0.98, kl_warmup=0.0)

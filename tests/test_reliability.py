@@ -21,20 +21,20 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    REAL_STEP_TERMS,
+    REAL_FORWARD,
     assert_same_run,
-    cli_train_args,
     crash,
     inject,
+    one_line_error,
     tiny_arrays,
     tiny_config,
     tiny_dataset,
+    tiny_train,
     write_npz,
     write_yaml,
 )
 
 import drmm.checkpoint
-import drmm.step
 from drmm.checkpoint import load_checkpoint
 from drmm.cli import main
 from drmm.config import Config
@@ -43,15 +43,8 @@ from drmm.data.download import download
 from drmm.data.mnist import load_mnist
 from drmm.errors import DRMMError
 from drmm.model import DRMM
+from drmm.step import Objective
 from drmm.train import train
-
-
-def one_line_error(capsys) -> str:
-    """The CLI's stderr: exactly one line, which is returned."""
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("drmm: error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +97,7 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch,
         train(tiny_config(checkpoint_every=3), out, data=tiny_dataset(), progress=False)
     state = load_checkpoint(out / "checkpoint.pt")
     assert (state["epoch"], state["step"]) == (1, 3)
-    monkeypatch.setattr(drmm.step, "step_terms", REAL_STEP_TERMS)
+    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
     train(tiny_config(checkpoint_every=3), out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(reference, out)
 
@@ -195,7 +188,7 @@ def test_fresh_run_into_an_existing_run_is_refused(tmp_path, capsys):
 
 def test_cli_resume_run_dir_needs_no_other_flags(tmp_path, capsys):
     npz, yaml, out = write_npz(tmp_path / "d.npz"), write_yaml(tmp_path), tmp_path / "run"
-    assert main(cli_train_args(npz, out, yaml, "--epochs", "1")) == 0
+    assert main(tiny_train(npz, out, yaml, "--labels", "8", "--epochs", "1")) == 0
     assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
     assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--quiet"]) == 0
@@ -347,7 +340,8 @@ def test_infinite_gradient_stops_too(tmp_path, monkeypatch):
 
 def test_real_divergence_is_caught(tmp_path, capsys):
     npz, yaml = write_npz(tmp_path / "d.npz"), write_yaml(tmp_path)
-    argv = cli_train_args(npz, tmp_path / "run", yaml, "--lr", "1e30", "--lr-final", "1e30")
+    argv = tiny_train(npz, tmp_path / "run", yaml, "--labels", "8", "--lr", "1e30",
+                      "--lr-final", "1e30")
     assert main(argv) == 2
     assert "non-finite loss at step" in one_line_error(capsys)
 
@@ -387,7 +381,7 @@ def test_skipped_batches_change_nothing(tmp_path, monkeypatch):
     ("train:\n  epochs: ten\n", "train.epochs = 'ten' is not a valid value; expected int"),
     ("train:\n  lr: .nan\n", "train.lr = nan is not a valid value"),
     ("train:\n  device: gpu\n", "device 'gpu' unknown"),
-    ("loss:\n  alpha_kl: -1\n", "loss weights ['alpha_kl'] are negative"),
+    ("loss:\n  alpha_kl: -1\n", "loss.alpha_kl -1.0 must be a finite number, at least 0"),
     ("train:\n  checkpoint_every: -5\n", "checkpoint_every at least 0"),
     ("- just\n- a list\n", "must hold a mapping"),
 ])
@@ -410,8 +404,8 @@ def test_yaml_numbers_written_as_1e_3_are_read_as_floats(tmp_path):
 @pytest.mark.parametrize("extra,arrays,msg", [
     (["--labels", "10"], {}, "not divisible by the 4 classes"),
     (["--labels", "400"], {}, "more than the 80 labeled training images"),
-    (["--batch-size", "21"], {}, "must be even"),
-    (["--batch-size", "400"], {}, "200 unlabeled images per step is more than the training set"),
+    (["--batch-size", "400", "--labeled-batch", "200"], {},
+     "200 unlabeled images per step is more than the training set"),
     (["--labeled-batch", "0"], {}, "labeled_batch 0 must be from 1 to batch_size - 1"),
     (["--arch", "conv_large"], {}, "--arch conv_large cannot take 8x8 images"),
     ([], {"x_train": np.zeros((80, 9, 9), np.uint8), "x_test": np.zeros((24, 9, 9), np.uint8)},
@@ -427,15 +421,23 @@ def test_yaml_numbers_written_as_1e_3_are_read_as_floats(tmp_path):
 ])
 def test_bad_data_and_sizes(tmp_path, capsys, extra, arrays, msg):
     npz, yaml, out = write_npz(tmp_path / "d.npz", **arrays), write_yaml(tmp_path), tmp_path / "r"
-    assert main(cli_train_args(npz, out, yaml, *extra)) == 2
+    assert main(tiny_train(npz, out, yaml, "--labels", "8", *extra)) == 2
     assert msg in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_an_odd_batch_without_a_labeled_share_is_refused(tmp_path, capsys):
+    out = tmp_path / "r"  # the npz preset: half of each batch labeled
+    assert main(["train", "--dataset", write_npz(tmp_path / "d.npz"), "--batch-size", "21",
+                 "--out", str(out)]) == 2
+    assert "batch_size 21 must be even" in one_line_error(capsys)
     assert not out.exists()
 
 
 def test_npz_that_is_not_an_npz(tmp_path, capsys):
     (tmp_path / "d.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    assert main(cli_train_args(f"npz:{tmp_path / 'd.npz'}", tmp_path / "r",
-                               write_yaml(tmp_path))) == 2
+    assert main(tiny_train(f"npz:{tmp_path / 'd.npz'}", tmp_path / "r",
+                           write_yaml(tmp_path), "--labels", "8")) == 2
     assert "not a readable .npz file" in one_line_error(capsys)
 
 
@@ -543,7 +545,8 @@ def test_foreign_checkpoint(tmp_path, capsys, obj, msg):
 def test_eval_on_the_wrong_dataset(tmp_path, capsys):
     yaml = write_yaml(tmp_path)
     run = tmp_path / "run"
-    assert main(cli_train_args(write_npz(tmp_path / "a.npz"), run, yaml, "--epochs", "1")) == 0
+    assert main(tiny_train(write_npz(tmp_path / "a.npz"), run, yaml, "--labels", "8",
+                           "--epochs", "1")) == 0
     other = write_npz(tmp_path / "b.npz", **tiny_arrays(size=12))
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--dataset", other]) == 2

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cli_train_args, one_line_error, write_npz, write_yaml
+from helpers import one_line_error, tiny_train, write_npz, write_yaml
 from PIL import Image
 
 import drmm
@@ -29,11 +29,6 @@ from drmm.files import csv_cell, csv_text, read_csv
 from drmm.run_folder import LOCK, RunLock, one_run_per_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DRMM_CACHE", str(tmp_path / "cache"))
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -54,8 +49,8 @@ def npz_run(tmp_path: Path, name: str, *extra: str) -> Path:
     npz = tmp_path / "d.npz"
     dataset = write_npz(npz) if not npz.exists() else f"npz:{npz}"
     out = tmp_path / name
-    assert main(cli_train_args(dataset, out, write_yaml(tmp_path), "--epochs", "1",
-                               *extra)) == 0
+    assert main(tiny_train(dataset, out, write_yaml(tmp_path), "--labels", "8", "--epochs", "1",
+                           *extra)) == 0
     return out
 
 
@@ -126,8 +121,8 @@ def test_2_folders_a_fresh_run_may_take(tmp_path):
     folder `drmm reproduce` prepared (run_info.json) are taken."""
     run = npz_run(tmp_path, "run")
     (run / "checkpoint.pt").unlink()  # as if it crashed before its first checkpoint
-    assert main(cli_train_args(f"npz:{tmp_path / 'd.npz'}", run, write_yaml(tmp_path),
-                               "--epochs", "1")) == 0
+    assert main(tiny_train(f"npz:{tmp_path / 'd.npz'}", run, write_yaml(tmp_path), "--labels",
+                           "8", "--epochs", "1")) == 0
     (tmp_path / "empty").mkdir()
     npz_run(tmp_path, "empty")
     (tmp_path / "planned").mkdir()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_run, cli_train_args, tiny_arrays, write_npz, write_yaml
+from helpers import assert_same_run, tiny_arrays, tiny_train, write_npz, write_yaml
 
 from drmm.cli import main
 
@@ -35,12 +35,12 @@ POLL_TIMEOUT_S = 600  # generous: the machine may be busy with other work
 # has time to see a mid-epoch checkpoint and kill the process before the epoch ends.
 SLOW_CHILD = """
 import sys, time
-import drmm.step
-real = drmm.step.step_terms
+from drmm.step import Objective
+real = Objective.forward
 def slow(*args, **kwargs):
     time.sleep(float(sys.argv[1]))
     return real(*args, **kwargs)
-drmm.step.step_terms = slow
+Objective.forward = slow
 from drmm.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -78,7 +78,7 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("crash")
     npz = write_npz(d / "d.npz", **tiny_arrays(n_train=160))  # 16 steps per epoch
     yaml = write_yaml(d)
-    drmm(*cli_train_args(npz, d / "reference", yaml, "--checkpoint-every", "4"))
+    drmm(*tiny_train(npz, d / "reference", yaml, "--labels", "8", "--checkpoint-every", "4"))
     return npz, yaml, d / "reference"
 
 
@@ -96,7 +96,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(setup, tmp_path):
     out = tmp_path / "run"
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_CHILD, "0.1",
-         *cli_train_args(npz, out, yaml, "--checkpoint-every", "4")],
+         *tiny_train(npz, out, yaml, "--labels", "8", "--checkpoint-every", "4")],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + POLL_TIMEOUT_S
     try:
@@ -126,7 +126,7 @@ def test_sigkill_while_writing_a_checkpoint(setup, tmp_path):
     out = tmp_path / "run"
     child = subprocess.run(
         [sys.executable, "-c", DYING_WRITE_CHILD,
-         *cli_train_args(npz, out, yaml, "--checkpoint-every", "4")],
+         *tiny_train(npz, out, yaml, "--labels", "8", "--checkpoint-every", "4")],
         env=ENV, capture_output=True, text=True)
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert read_position(out / "checkpoint.pt") == (0, 8)  # the 2nd checkpoint, intact

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cli_train_args, write_npz, write_yaml
+from helpers import tiny_train, write_npz, write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -279,9 +279,9 @@ def good_run(tmp_path_factory) -> Path:
     standardized inputs (stored statistics)."""
     tmp = tmp_path_factory.mktemp("good")
     out = tmp / "run"
-    rc, err = run(cli_train_args(write_npz(tmp / "d.npz"), out, write_yaml(tmp), "--epochs",
-                                 "1", "--optimizer", "adam", "--lr", "0.01", "--lr-final",
-                                 "0.001", "--preprocess", "standardize"))
+    rc, err = run(tiny_train(write_npz(tmp / "d.npz"), out, write_yaml(tmp), "--labels", "8",
+                             "--epochs", "1", "--optimizer", "adam", "--lr", "0.01",
+                             "--lr-final", "0.001", "--preprocess", "standardize"))
     assert rc == 0, err
     return out
 

@@ -94,7 +94,7 @@ def test_samples_have_image_shape_and_follow_the_seed():
 
 
 def run_cli(argv):
-    from drmm import sample
+    from drmm.analysis import sample
 
     parser = argparse.ArgumentParser()
     sample.register(parser.add_subparsers())

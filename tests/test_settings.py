@@ -10,27 +10,25 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import tiny_config, tiny_dataset
+from helpers import REAL_FORWARD, tiny_config, tiny_dataset
 
-import drmm.step
 from drmm.checkpoint import Checkpointer, RunState, load_run_state
 from drmm.config import PAPER_SCHEDULE, SCHEDULE_KEYS, Config, load_yaml, preset
 from drmm.data import load_dataset
 from drmm.data.preprocess import channel_stats
 from drmm.errors import DRMMError
 from drmm.evaluate import save_image_grid
-from drmm.losses import LossConfig, StepContext, drmm_objective
+from drmm.losses import TERMS, LossConfig, StepContext, drmm_objective
 from drmm.model import DRMM, ModelConfig
 from drmm.reproduce import SCHEDULES, TABLES
 from drmm.reproduce.plan import plan
-from drmm.step import Batch, epoch_order, step_terms, step_weights
+from drmm.step import Batch, Objective, epoch_order, step_weights
 from drmm.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 APPENDIX_A = dict(optimizer="sgd", lr=0.2, lr_final=1e-4, decay="exp", momentum=0.0,
                   epochs=500, batch_size=100, labeled_batch=None,  # written out, not imported
-                  unlabeled=None, augment="none",  # the paper: none
-                  graph_prior=0.0, consistency=0.0)
+                  unlabeled=None, augment="none")  # the paper: none
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
@@ -40,12 +38,14 @@ def test_paper_schedule_is_appendix_a_for_every_table(table, tmp_path):
     for run in runs:
         got = {k: getattr(run.cfg.train, k) for k in APPENDIX_A}
         assert got == APPENDIX_A, run.row
+        weights = step_weights(run.cfg, 0, 10)  # the paper's terms alone, at the row's weights
+        assert {k for k, w in weights.items() if w} <= {k for k, t in TERMS.items() if t.paper}
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_every_schedule_sets_every_training_setting(schedule):
     for table, settings in SCHEDULES[schedule].items():
-        assert set(settings) == set(SCHEDULE_KEYS), (schedule, table)
+        assert set(SCHEDULE_KEYS) <= set(settings), (schedule, table)
 
 
 def test_fast_table1_decays_exponentially_not_as_the_mnist_preset(tmp_path):
@@ -74,8 +74,9 @@ def test_schedule_without_the_table_is_a_clear_error(tmp_path):
 
 
 def test_mnist_paper_yaml_is_the_paper_schedule():
-    train_section = load_yaml(CONFIGS / "mnist_paper.yaml")["train"]
-    assert train_section == APPENDIX_A == PAPER_SCHEDULE
+    paper = load_yaml(CONFIGS / "mnist_paper.yaml")
+    assert paper["train"] == APPENDIX_A == PAPER_SCHEDULE
+    assert paper["loss"]["paper_only"] is True  # the paper's objective, whatever the preset's
 
 
 def test_dry_run_prints_complete_settings(tmp_path, capsys):
@@ -103,6 +104,15 @@ def test_version_1_config_loads_with_its_meaning():
         train.pop(key)  # version 1 had none of these
     cfg = Config.from_dict(old)
     assert cfg.train.decay == "cosine" and cfg.train.unlabeled is None
+
+
+def test_a_version_7_config_keeps_every_term():
+    old = Config().to_dict()
+    old["version"] = 7
+    old["loss"].pop("paper_only")  # version 7 had no paper's step of its own
+    old["train"]["consistency"] = 1.0
+    cfg = Config.from_dict(old)
+    assert not cfg.loss.paper_only and step_weights(cfg, 0, 10)["con"] == 1.0
 
 
 def test_newer_config_and_unknown_keys_are_refused():
@@ -150,11 +160,11 @@ def test_force_resume_with_another_decay_plans_that_decay(tmp_path):
 def test_supervised_only_never_gathers_an_unlabeled_batch(tmp_path, monkeypatch):
     seen = []
 
-    def spy(model, cfg, batch, weights):
+    def spy(objective, batch, weights):
         seen.append(batch.x_unl)
-        return step_terms(model, cfg, batch, weights)
+        return REAL_FORWARD(objective, batch, weights)
 
-    monkeypatch.setattr(drmm.step, "step_terms", spy)
+    monkeypatch.setattr(Objective, "forward", spy)
     train(tiny_config(supervised_only=True), tmp_path / "run", data=tiny_dataset(),
           progress=False)
     assert seen and all(x is None for x in seen)
@@ -165,11 +175,11 @@ def test_labeled_batch_sets_each_steps_make_up(tmp_path, monkeypatch):
     one pass over the unlabeled set, and each labeled image comes round in turn."""
     seen = []
 
-    def spy(model, cfg, batch, weights):
+    def spy(objective, batch, weights):
         seen.append((len(batch.x_lab), len(batch.x_unl)))
-        return step_terms(model, cfg, batch, weights)
+        return REAL_FORWARD(objective, batch, weights)
 
-    monkeypatch.setattr(drmm.step, "step_terms", spy)
+    monkeypatch.setattr(Objective, "forward", spy)
     data = tiny_dataset()
     train(tiny_config(epochs=1, batch_size=21, labeled_batch=5), tmp_path / "run", data=data,
           progress=False)
@@ -180,7 +190,7 @@ def test_labeled_batch_sets_each_steps_make_up(tmp_path, monkeypatch):
 
 
 def test_terms_at_weight_zero_are_not_computed(monkeypatch):
-    lc = LossConfig(alpha_rc=0.0, alpha_kl=1.0, alpha_nn=0.0)
+    lc = LossConfig(alpha_rc=0.0, alpha_kl=1.0, alpha_nn=0.0, paper_only=True)
     logits = torch.randn(4, 3)
     ctx = StepContext(logits, torch.tensor([0, 1, 2, 0]), logits, loss_cfg=lc)
     terms = drmm_objective(ctx, {"ce": 1.0, "rc": 0.0, "kl": 1.0, "nn": 0.0})
@@ -191,8 +201,8 @@ def test_terms_at_weight_zero_are_not_computed(monkeypatch):
     cfg = tiny_config()
     cfg.loss = lc
     x = torch.rand(4, 1, 8, 8)
-    terms = step_terms(model, cfg, Batch(x, torch.tensor([0, 1, 2, 3]), x),
-                       step_weights(cfg, 0, 8))
+    terms = Objective(model, cfg)(Batch(x, torch.tensor([0, 1, 2, 3]), x),
+                                  step_weights(cfg, 0, 8))
     assert not calls and set(terms) == {"loss", "ce", "kl"}  # no top-down pass at all
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    cli_train_args,
     make_folder,
     one_line_error,
     tiny_arrays,
@@ -27,11 +26,6 @@ from drmm.model import DRMM, ModelConfig
 from drmm.predictor import Predictions
 
 CSV_COLUMNS = ["image", "predicted", "margin", "render_error", "score", "rank"]
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DRMM_CACHE", str(tmp_path / "cache"))
 
 
 def read_csv(path):
@@ -52,7 +46,7 @@ def npz_runs(tmp_path_factory):
     runs = {}
     for name, extra in (("drmm", ()), ("dcn", ("--supervised-only",))):
         runs[name] = tmp / name
-        assert main(cli_train_args(dataset, runs[name], yaml, *extra)) == 0
+        assert main(tiny_train(dataset, runs[name], yaml, "--labels", "8", *extra)) == 0
     return tmp, runs
 
 
@@ -306,8 +300,8 @@ def test_novelty_auroc_tiny(shared_data, tmp_path):
     np.savez(npz, x_train=mnist["x_train"][:200], y_train=mnist["y_train"][:200],
              x_test=mnist["x_test"][:50], y_test=mnist["y_test"][:50])
     run = tmp_path / "run"
-    assert main(cli_train_args(f"npz:{npz}", run, write_yaml(tmp_path), "--labels", "20",
-                               "--epochs", "1")) == 0
+    assert main(tiny_train(f"npz:{npz}", run, write_yaml(tmp_path), "--labels", "20",
+                           "--epochs", "1")) == 0
     out = tmp_path / "auroc.json"
     result = novelty_auroc.main(["--checkpoint", str(run), "--data-dir", str(shared_data),
                                  "--out", str(out), "--limit", "100"])

@@ -27,17 +27,16 @@ class Interrupted(Exception):
 
 @contextlib.contextmanager
 def wrapped_step_terms(wrap):
-    """drmm.step.step_terms replaced by wrap(real step_terms) for the duration (the seam the
-    reliability tests inject faults through: Objective.forward looks it up in drmm.step at each
-    step)."""
+    """drmm.step.Objective.forward (the E-step and objective of each step) replaced by
+    wrap(real forward) for the duration: the seam the reliability tests inject faults through."""
     import drmm.step
 
-    real = drmm.step.step_terms
-    drmm.step.step_terms = wrap(real)
+    real = drmm.step.Objective.forward
+    drmm.step.Objective.forward = wrap(real)
     try:
         yield
     finally:
-        drmm.step.step_terms = real
+        drmm.step.Objective.forward = real
 
 
 def max_abs_diff(a: dict, b: dict) -> float:
@@ -50,12 +49,13 @@ def max_abs_diff(a: dict, b: dict) -> float:
 
 def training_steps(cfg, device, one_batch) -> tuple[dict, object]:
     """Three training steps in fp32 and in bf16 autocast from the same initial weights
-    (check=True: train_step raises on a NaN / inf loss or gradient); their losses, and the
-    fp32 model."""
+    (whether every loss was finite is recorded); their losses, and the fp32 model."""
     import torch
 
+    from benchmarks.common import train_step
     from drmm.model import DRMM
-    from drmm.step import Objective, make_optimizer, step_weights, train_step
+    from drmm.optim import make_optimizer
+    from drmm.step import Objective, step_weights
 
     weights = step_weights(cfg, 0, 1)
     steps, models = {}, {}

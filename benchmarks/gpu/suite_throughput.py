@@ -25,7 +25,8 @@ def warmed_up_variants(cfg, x, y, device, warmup: int) -> dict[str, tuple]:
     import torch
 
     from drmm.model import DRMM
-    from drmm.step import Batch, make_optimizer
+    from drmm.optim import make_optimizer
+    from drmm.step import Batch
 
     half = len(x) // 2
     runs = {}

@@ -22,9 +22,11 @@ def plan_epochs(a, cfg, data, device, max_epochs: int) -> dict:
     that fit in the time left (at least 1, at most max_epochs; 1 with --smoke)."""
     import torch
 
+    from benchmarks.common import train_step
     from drmm.evaluate import test_error
     from drmm.model import DRMM
-    from drmm.step import Objective, make_batch, make_optimizer, step_weights, train_step
+    from drmm.optim import make_optimizer
+    from drmm.step import Objective, make_batch, step_weights
 
     t = cfg.train
     layout = torch.channels_last if t.channels_last else torch.contiguous_format
@@ -43,12 +45,12 @@ def plan_epochs(a, cfg, data, device, max_epochs: int) -> dict:
     # check (a host sync)
     for _ in range(n_warm):  # cuDNN autotuning, allocator
         train_step(stepper, model, opt, sched, make_batch(cfg, x, y, order, 0, weights),
-                   weights, autocast, check=False)
+                   weights, autocast)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(n_timed):
         train_step(stepper, model, opt, sched, make_batch(cfg, x, y, order, 0, weights),
-                   weights, autocast, check=False)
+                   weights, autocast)
     sync(device)
     step_s = (time.perf_counter() - t0) / n_timed
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)

@@ -24,8 +24,9 @@ from drmm.config import PAPER_SCHEDULE as PAPER
 from drmm.config import preset
 from drmm.files import write_json
 from drmm.model import DRMM
+from drmm.optim import make_optimizer
 from drmm.reproduce import TABLES
-from drmm.step import Batch, make_optimizer, paper_step
+from drmm.step import Batch, paper_step
 
 # table -> (channels, image size, N_U: the unlabeled training set of the paper)
 DATA = {"table1": (1, 28, 60000), "table3": (3, 32, 73257), "table4": (3, 32, 50000)}

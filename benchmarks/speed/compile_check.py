@@ -14,7 +14,8 @@ import torch
 from benchmarks.common import time_steps
 from drmm.config import preset
 from drmm.model import DRMM
-from drmm.step import Batch, Objective, make_optimizer, paper_step
+from drmm.optim import make_optimizer
+from drmm.step import Batch, Objective, paper_step
 
 WARMUP, STEPS, BATCH = 3, 10, 100
 

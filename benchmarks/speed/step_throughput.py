@@ -27,11 +27,12 @@ from drmm.config import preset
 from drmm.files import write_json
 from drmm.losses import StepContext, drmm_objective
 from drmm.model import DRMM
-from drmm.step import Batch, make_optimizer, paper_step, step_weights
+from drmm.optim import make_optimizer
+from drmm.step import Batch, paper_step, step_weights
 
 
 def phase_times(model, cfg, opt, batch: Batch, steps: int) -> dict[str, float]:
-    """Seconds per DRMM step spent in each phase (the phases of `step_terms`, timed apart)."""
+    """Seconds per DRMM step spent in each phase (those of `Objective.forward`, timed apart)."""
     x_lab, y_lab, x_unl = batch.x_lab, batch.y_lab, batch.x_unl
     weights = step_weights(cfg, 0, 1)
     sync = torch.cuda.synchronize if x_lab.is_cuda else (lambda: None)

@@ -86,6 +86,17 @@ def decide_channels(files: list[Path], channels: int | None) -> int:
     return 1
 
 
+def folder_preset(root: str | Path, channels: int | None) -> str | None:
+    """The preset a folder of images trains with (drmm.config.PRESETS): "folder_photo" if it
+    holds a colour image (or channels is 3), "folder" if every image is grayscale; None if it
+    holds no image file. Reads headers only."""
+    files = [p for sub in ("labeled", "unlabeled", "test") if (Path(root) / sub).is_dir()
+             for p in image_files(Path(root) / sub)]
+    if not files:
+        return None
+    return "folder_photo" if decide_channels(files, channels) == 3 else "folder"
+
+
 def open_image(path: Path) -> Image.Image:
     try:
         return Image.open(path)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from drmm.files import atomic_write
+from drmm.losses import TERMS
 from drmm.reproduce.tables import ROW_NOTES, TABLES
 
 RUN_INFO = "run_info.json"  # per run: table, row, N_L, seed, schedule, N_U, hardware
@@ -84,9 +85,25 @@ def describe_settings(config: dict, n_unlabeled: list[int] | None = None) -> str
             f" {t.get('momentum')}) lr {t.get('lr')} -> {t.get('lr_final')}"
             f" {DECAY_WORDS.get(decay, decay)}, batch {t.get('batch_size')}"
             f" ({labeled_share(t)}), N_U = {n_u}, preprocess {t.get('preprocess', 'none')},"
-            f" augment {t.get('augment', 'none')}, graph prior {t.get('graph_prior', 0.0)}"
-            f" epochs, consistency weight {t.get('consistency', 0.0)},"
+            f" augment {t.get('augment', 'none')}, {describe_terms(config)},"
             f" {config.get('model', {}).get('arch')} on {t.get('dataset')}")
+
+
+def describe_terms(config: dict) -> str:
+    """The terms of drmm.losses.TERMS a run adds to the paper's objective, each with its weight
+    setting, from its config dict."""
+    added = []
+    for name, term in TERMS.items():
+        if term.paper or config.get("loss", {}).get("paper_only"):
+            continue
+        if isinstance(term.weight, str):  # a setting: its value, under its own name
+            section, name = term.weight.split(".")
+            value = config.get(section, {}).get(name, 0.0)
+        else:
+            value = term.weight
+        if value:
+            added.append(f"{name} {value}")
+    return f"terms beyond the paper's: {', '.join(added)}" if added else "the paper's terms alone"
 
 
 def table_rows(table_name: str, records: list[dict], runs: list) -> list[dict]:
