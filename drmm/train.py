@@ -40,11 +40,12 @@ from drmm.checkpoint import (
 )
 from drmm.config import Config, validate
 from drmm.data import Dataset, Images, check_dataset, choose_labeled, load_dataset, read_indices
-from drmm.errors import DRMMError, require_device, warn_slow_precision
+from drmm.errors import DRMMError, require_device
 from drmm.evaluate import save_reconstructions
 from drmm.files import check_out_dir
 from drmm.graph_prior import graph_pseudo_labels
 from drmm.model import DRMM, feature_sizes
+from drmm.precision import resolve_precision, step_autocast, warn_slow_precision
 from drmm.records import (
     after_nonfinite,
     epoch_line,
@@ -146,10 +147,11 @@ class Trainer:
     class_names: list[str]
     graph: tuple[torch.Tensor, torch.Tensor] | None  # (N,) x2 the graph prior's targets
     steps_per_epoch: int
-    autocast: torch.autocast  # bf16 autocast, or a disabled one
+    autocast: object  # the step's context: bf16 autocast, or a null context (precision.py)
     wall0: float  # perf_counter at the run's start, the time before a resume included
     bar: tqdm
     writer: SummaryWriter | None  # rank 0, if asked
+    precision: tuple[str, str] = ("fp32", "")  # the step's precision and why (records)
 
     def close(self) -> None:
         self.bar.close()  # so that an error message stays one line
@@ -162,10 +164,12 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     on the device, the run folder's files, and the graph prior's targets."""
     cfg, out, t = opened.cfg, opened.out, opened.cfg.train
     device, is_main = dist.device, dist.is_main  # only rank 0 writes files
+    precision, why = resolve_precision(t.precision, device)
     if is_main:
-        warn_slow_precision(t.precision, device)
+        warn_slow_precision(precision, device)
+        if precision != "fp32":  # a user should know the run is not in float32, and why
+            print(f"drmm: {precision} autocast ({why})", file=sys.stderr)
     model, stepper = build_model(cfg, dist)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     x_train, y_train, x_test, y_test = on_device(opened.data, device, t.channels_last)
     labeled = torch.from_numpy(opened.labeled)  # (N_L,)
     steps_per_epoch = len(x_train) // t.batch_split()[1]  # one pass over the unlabeled set
@@ -196,7 +200,8 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
                leave=False)
     return Trainer(cfg, out, dist, model, stepper, opt, sched, gen, run, ckpt, x_train, y_train,
                    x_test, y_test, labeled, opened.data.class_names, graph, steps_per_epoch,
-                   autocast, wall0, bar, writer)
+                   step_autocast(precision, device), wall0, bar, writer,
+                   precision=(precision, why))
 
 
 def train_epoch(tr: Trainer, epoch: int) -> float:
@@ -254,6 +259,7 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     record = epoch_record(epoch, run.means(), run.epoch_skipped, tr.model, tr.x_test,
                           tr.y_test, tr.cfg, tr.opt.param_groups[0]["lr"],
                           time.perf_counter() - started, tr.wall0, tr.steps_per_epoch)
+    record["precision"] = tr.precision[0]  # a resumed run may change it
     tr.bar.write(epoch_line(record, run.means(), tr.class_names))
     run.finish_epoch(record, tr.gen.get_state())
     last = run.epoch == t.epochs and tr.dist.is_main  # rank 0 alone writes the checkpoint
@@ -267,6 +273,7 @@ def finish(tr: Trainer) -> dict:
     """The run's final metrics (metrics.json) and a picture of test images rendered back."""
     metrics = final_metrics(tr.run.history, tr.run.skipped, tr.cfg, len(tr.labeled),
                             len(tr.x_train))
+    metrics["precision"], metrics["precision_reason"] = tr.precision
     if tr.dist.is_main:
         write_metrics(tr.out, metrics)
         save_reconstructions(tr.model, tr.x_test if tr.x_test is not None else tr.x_train,
