@@ -43,10 +43,10 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
         return "fp32", "auto: bf16 measured no faster on CUDA at 100 images a step"
     native = cpu_has_native_bf16()
     if native:
-        return "bf16", "auto: this CPU computes bf16 natively (AMX or AVX512-BF16)"
+        return "bf16", "auto: this CPU computes bf16 natively, with AMX or AVX512-BF16"
     if native is None:
         return "fp32", "auto: this CPU's bf16 support cannot be read"
-    return "fp32", "auto: this CPU has no native bf16 (it would be emulated, many times slower)"
+    return "fp32", "auto: this CPU has no native bf16, which it would emulate many times slower"
 
 
 def step_autocast(precision: str, device: torch.device):

@@ -168,7 +168,8 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     if is_main:
         warn_slow_precision(precision, device)
         if precision != "fp32":  # a user should know the run is not in float32, and why
-            print(f"drmm: {precision} autocast ({why})", file=sys.stderr)
+            print(f"drmm: {precision} autocast ({why}); --precision fp32 to turn it off",
+                  file=sys.stderr)
     model, stepper = build_model(cfg, dist)
     x_train, y_train, x_test, y_test = on_device(opened.data, device, t.channels_last)
     labeled = torch.from_numpy(opened.labeled)  # (N_L,)
