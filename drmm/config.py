@@ -51,11 +51,12 @@ SCHEDULE_KEYS = tuple(PAPER_SCHEDULE)
 
 # MNIST-100 in under an hour of 2 CPU cores: the `mnist` preset and `drmm reproduce table1
 # --schedule cpu-hour`. Why each departure from PAPER_SCHEDULE is there, with its measured
-# effect: docs/recipe.md. In short: Adam with cosine decay (the paper's SGD decay, squeezed into
-# a few epochs, spends most of them at tiny rates); shifts of +-2 px (without them a label draw
-# can lose a class); 20 labeled + 80 unlabeled images a step (the labeled cross-entropy is near
-# 0 after epoch 2); the graph prior in the first epoch (it decides where clusters of unlabeled
-# images go before entropy minimisation settles them); the consistency term; 20 epochs.
+# effect: docs/recipe.md#the-mnist-preset. In short: Adam with cosine decay (the paper's SGD
+# decay, squeezed into a few epochs, spends most of them at tiny rates); shifts of +-2 px
+# (without them a label draw can lose a class); 20 labeled + 80 unlabeled images a step (the
+# labeled cross-entropy is near 0 after the first epochs); the graph prior in the first epoch
+# (it decides where clusters of unlabeled images go before entropy minimisation settles them);
+# the consistency term; 20 epochs.
 CPU_HOUR_MNIST: dict = dict(PAPER_SCHEDULE, optimizer="adam", lr=1e-3, lr_final=1e-5,
                             decay="cosine", epochs=20, labeled_batch=20, augment="translate",
                             graph_prior=1.0, consistency=1.0)
@@ -65,7 +66,7 @@ CPU_HOUR_MNIST: dict = dict(PAPER_SCHEDULE, optimizer="adam", lr=1e-3, lr_final=
 # colour images, each channel standardized (the statistics are saved with the run), random
 # crops and mirror images, the consistency term on turned, mirrored, cut-out views, Adam with
 # cosine decay; no graph prior (pixel neighbours of photos rarely share a class:
-# docs/recipe.md).
+# docs/recipe.md#colour-folders-and-cifar10).
 PHOTO_RECIPE: dict = dict(CPU_HOUR_MNIST, preprocess="standardize", augment="crop_flip",
                           graph_prior=0.0)
 
@@ -246,24 +247,24 @@ MNIST_WEIGHTS = dict(alpha_h=1.0, alpha_rc=0.2, alpha_kl=1.0, alpha_nn=1.0)
 LARGE_WEIGHTS = dict(alpha_h=1.0, alpha_rc=0.5, alpha_kl=0.2, alpha_nn=0.5)
 
 PRESETS: dict[str, dict] = {
-    # The README's first command: about a minute on 2 CPU cores. Shifts of +-2 px and the
-    # consistency term keep every class on label draws where entropy minimisation alone loses
-    # one (docs/recipe.md).
+    # The README's first command. Shifts of +-2 px and the consistency term keep every class on
+    # label draws where entropy minimisation alone loses one; its time and test error:
+    # docs/recipe.md#the-digits-preset.
     "digits": {
         "model": dict(arch="conv_small", in_channels=1, image_size=16, num_classes=10),
         "loss": MNIST_WEIGHTS,
         "train": dict(dataset="digits", labels=50, epochs=40, lr=0.2, lr_final=1e-3,
                       augment="translate", consistency=1.0),
     },
-    # MNIST-100 in under an hour on 2 CPU cores (CPU_HOUR_MNIST above); configs/mnist_paper.yaml
-    # is the paper's 500 epochs.
+    # MNIST-100 in under an hour on 2 CPU cores (CPU_HOUR_MNIST above; its time and test error:
+    # docs/recipe.md#the-mnist-preset); configs/mnist_paper.yaml is the paper's 500 epochs.
     "mnist": {
         "model": dict(arch="conv_small", in_channels=1, image_size=28, num_classes=10),
         "loss": MNIST_WEIGHTS,
         "train": dict(CPU_HOUR_MNIST, dataset="mnist", labels=100),
     },
-    # ConvLarge (Table 6) at ~30 images/s on 2 CPU cores: an SVHN epoch (2 x 73,257 images) takes
-    # about 1.5 hours there, minutes on one GPU; the paper's 500 epochs: `drmm reproduce table3`.
+    # ConvLarge (Table 6) for 10 epochs; what ConvLarge costs on 2 CPU cores and on a GPU:
+    # docs/datasets.md#schedules; the paper's 500 epochs: `drmm reproduce table3`.
     "svhn": {
         "model": dict(arch="conv_large", in_channels=3, image_size=32, num_classes=10),
         "loss": LARGE_WEIGHTS,
@@ -271,7 +272,8 @@ PRESETS: dict[str, dict] = {
                       preprocess="standardize"),
     },
     # CIFAR-10, 4,000 labels, with the photo recipe (PHOTO_RECIPE) over 8 epochs of all 50,000
-    # images: 1.6 hours of one CPU core (results/cifar10_4000.md); the paper's ConvLarge runs:
+    # images: what fits under 2 hours of one CPU core, and its test error:
+    # docs/recipe.md#cifar10-on-all-50000-images-svhn-and-npz; the paper's ConvLarge runs:
     # `drmm reproduce table4`.
     "cifar10": {
         "model": dict(arch="conv_photo", in_channels=3, image_size=32, num_classes=10),
@@ -287,21 +289,17 @@ PRESETS: dict[str, dict] = {
     },
     # The user's own images (`--dataset folder:DIR`, drmm/data/folder.py), labels None: the
     # labeled/ images are the labeled set. A folder of grayscale images gets the mnist preset's
-    # recipe (held on three MNIST-as-PNG label draws: docs/recipe.md); a folder with colour
-    # images gets "folder_photo" (preset() picks by the files).
+    # recipe (held on three MNIST-as-PNG label draws: docs/recipe.md#grayscale-folders); a
+    # folder with colour images gets "folder_photo" (preset() picks by the files).
     "folder": {
         "model": dict(arch="conv_small"),
         "loss": MNIST_WEIGHTS,
         "train": dict(CPU_HOUR_MNIST, labels=None),
     },
-    # L_CON from top q(c|I) 0.8 rather than 0.95: on CIFAR-10 folders of 1,000 labels and
-    # 10,000 unlabeled photos (2,500 steps) 0.95 admits 58 % of the unlabeled images even at the
-    # end, 0.8 admits 75 %, and it took 1.2-1.3 points off the held-out error on each of two
-    # label draws (results/own_data.md). `cifar10` (5,000 steps) keeps 0.95, as measured there.
-    # 40 epochs (5,000 steps of such a folder) rather than 20: 25.40 / 30.90 % against 30.45 /
-    # 33.40 % on two draws, where the supervised network gains nothing from 40; on two more
-    # draws, untouched by the 40-epoch choice, 29.50 / 28.80 %: 0.79 / 0.77x the supervised
-    # network (same file).
+    # L_CON from top q(c|I) 0.8 rather than 0.95 (a threshold more of a photo folder's unlabeled
+    # images pass), and 40 epochs rather than 20: each lowered the held-out error on the label
+    # draws it was chosen on, with a rule fixed before the runs; the figures:
+    # docs/recipe.md#colour-folders-and-cifar10. `cifar10` keeps 0.95, as it was measured.
     "folder_photo": {
         "model": dict(arch="conv_photo"),
         "loss": dict(LARGE_WEIGHTS, con_threshold=0.8),

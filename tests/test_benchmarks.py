@@ -1,17 +1,13 @@
 """The benchmarks keep working: each runs on a tiny configuration."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import plot_curves  # noqa: E402
-import step_throughput  # noqa: E402
-import table_cost  # noqa: E402
+from benchmarks.paper import table_cost
+from benchmarks.recipe import plot_curves
+from benchmarks.speed import step_throughput
 
 
 def test_step_throughput_tiny(tmp_path):
@@ -59,8 +55,23 @@ def test_plot_curves_against_epochs_and_minutes(tmp_path):
         assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plot_curves_reads_a_folded_record_run_by_run(tmp_path):
+    folded = tmp_path / "epochs.jsonl"  # results/*/epochs.jsonl: one line per run and epoch
+    rows = [{"run": run, "epoch": e, "test_error": 0.1 / e, "wall_seconds": 60.0 * e}
+            for run in ("a_seed0", "a_seed1", "b_seed0") for e in (1, 2)]
+    folded.write_text("\n".join(map(json.dumps, rows)))
+    assert [(name, len(r)) for name, r in plot_curves.curves(folded, None)] == [
+        ("a_seed0", 2), ("a_seed1", 2), ("b_seed0", 2)]
+    assert [name for name, _ in plot_curves.curves(folded, ["b_seed0", "a_seed0"])] == [
+        "b_seed0", "a_seed0"]
+    plot_curves.main([str(folded), "--runs", "a_seed1", "--out", str(tmp_path / "c.png")])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit):  # a name the record lacks: refused, not an empty figure
+        plot_curves.main([str(folded), "--runs", "c_seed0", "--out", str(tmp_path / "d.png")])
+
+
 def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
-    import recipe
+    from benchmarks.recipe import recipe
 
     out = tmp_path / "r.jsonl"
     argv = ["--dataset", "digits", "--variants", "default", "translate", "--seeds", "0",
@@ -79,10 +90,7 @@ def test_recipe_study_runs_resumes_and_reports(tmp_path, capsys):
 
 
 def test_pixel_decodability_tiny(tmp_path):
-    import numpy as np
-    import pixel_decodability
-    import pytest
-
+    from benchmarks.paper import pixel_decodability
     from drmm.errors import DRMMError
     from drmm.synthetic import render_dataset
 
@@ -102,8 +110,7 @@ def test_pixel_decodability_tiny(tmp_path):
 
 
 def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
-    import show_mix_up
-
+    from benchmarks.recipe import show_mix_up
     from drmm.checkpoint import load_trained_model
     from drmm.config import preset
     from drmm.data import load_run_data
@@ -129,8 +136,7 @@ def test_show_mix_up_names_the_largest_off_diagonal_cell(tmp_path):
 
 
 def test_graph_labels_reports_the_pseudo_labels_of_a_run(tmp_path):
-    import graph_labels
-
+    from benchmarks.recipe import graph_labels
     from drmm.config import preset
     from drmm.train import train
 
@@ -151,9 +157,9 @@ def test_graph_labels_reports_the_pseudo_labels_of_a_run(tmp_path):
 
 
 def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
-    import eval_variants
     import torch
 
+    from benchmarks.recipe import eval_variants
     from drmm.config import preset
     from drmm.train import train
 
@@ -183,10 +189,9 @@ def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
 
 
 def test_photo_graph_compares_the_graphs_with_the_run(tmp_path):
-    import own_data
-    import photo_graph
     from helpers import tiny_train, write_yaml
 
+    from benchmarks.own_data import own_data, photo_graph
     from drmm.cli import main as drmm
 
     rng = np.random.default_rng(0)

@@ -1,12 +1,11 @@
 """Folders of real photos (`--dataset folder:DIR`): EXIF orientation, JPEG draft decoding,
 --resize crop|squash, files too large for Pillow, decoding on a pool of threads; and
-benchmarks/decode_photos.py on a tiny folder."""
+benchmarks/speed/decode_photos.py on a tiny folder."""
 
 import csv
 import io
 import json
 import struct
-import sys
 import threading
 import time
 import zlib
@@ -28,8 +27,6 @@ from drmm.data.folder import cache_key, decode, in_order, load_folder
 from drmm.errors import DRMMError
 from drmm.model import DRMM, ModelConfig
 from drmm.predictor import Predictor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 ROTATE = 6  # EXIF Orientation: the camera was turned; shown turned 90 degrees clockwise
 
@@ -397,11 +394,11 @@ def test_parallel_folder_decoding_reports_the_first_bad_file(tmp_path, monkeypat
 
 
 # ----------------------------------------------------------------------------------------------
-# benchmarks/decode_photos.py
+# benchmarks/speed/decode_photos.py
 
 
 def test_decode_photos_benchmark_tiny(tmp_path):
-    import decode_photos
+    from benchmarks.speed import decode_photos
 
     out = tmp_path / "b.json"
     argv = ["--n", "40", "--width", "600", "--height", "400", "--work", str(tmp_path / "w"),

@@ -1,5 +1,5 @@
-"""The GPU suite (benchmarks/gpu_suite.sh) runs end to end on the CPU (SMOKE=1), and
-benchmarks/gpu_data.py packs its data within the byte budget."""
+"""The GPU suite (benchmarks/gpu/gpu_suite.sh) runs end to end on the CPU (SMOKE=1), and
+benchmarks/gpu/gpu_data.py packs its data within the byte budget."""
 
 import gzip
 import json
@@ -11,19 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import gpu_data  # noqa: E402
-
-from drmm.data import load_dataset  # noqa: E402
+from benchmarks.common import ROOT
+from benchmarks.gpu import gpu_data
+from drmm.data import load_dataset
 
 
 def test_smoke_run_of_every_part(shared_data, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "SMOKE": "1", "OUT_DIR": str(out), "PYTHON": sys.executable,
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh")], env=env,
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "gpu_suite.sh")], env=env,
                           capture_output=True, text=True, timeout=1200)  # a hang, not a slow CI
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "gpu_suite.json").read_text())
@@ -80,7 +77,7 @@ def test_gpu_data_fits_the_budget(tmp_path):
 
 
 def test_cifar_parts_join_to_the_same_arrays(tmp_path):
-    import gpu_cifar10_full as full
+    from benchmarks.gpu import gpu_cifar10_full as full
 
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
@@ -102,7 +99,7 @@ def test_cifar_parts_join_to_the_same_arrays(tmp_path):
 
 
 def test_gpu_cifar10_full_smoke_on_real_cifar(shared_data, tmp_path):
-    import gpu_cifar10_full as full
+    from benchmarks.gpu import gpu_cifar10_full as full
 
     parts = tmp_path / "parts"
     manifest = full.main(["split", "--shared", str(shared_data), "--parts", str(parts)])

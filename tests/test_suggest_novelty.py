@@ -3,7 +3,6 @@ calibration at the end of training, and the two benchmarks on tiny settings."""
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,12 @@ from helpers import (
 )
 
 import drmm
+from benchmarks.own_data import folder_label_loop, label_loop, novelty_auroc
 from drmm import scores
 from drmm.checkpoint import load_trained_model
 from drmm.cli import main
 from drmm.model import DRMM, ModelConfig
 from drmm.predictor import Predictions
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import folder_label_loop  # noqa: E402
-import label_loop  # noqa: E402
-import novelty_auroc  # noqa: E402
 
 CSV_COLUMNS = ["image", "predicted", "margin", "render_error", "score", "rank"]
 

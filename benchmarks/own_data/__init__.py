@@ -1,0 +1,1 @@
+"""A user's own data: image folders end to end, the labeling loop, novelty scores."""

@@ -1,0 +1,1 @@
+"""The training recipes: variants against a preset, and what a finished run gets wrong."""

@@ -1,0 +1,1 @@
+"""Speed and memory: training steps, compilation, rendering, decoding, a data set in memory."""
