@@ -11,7 +11,7 @@ checkpoint and (once a run, spread over its epochs) the novelty calibration, eac
 Prints a table of shares of the epoch and the images/s of each variant against the first, and
 writes JSON.
 
-    python benchmarks/step_profile.py --data-dir ../shared/data --threads 1 \
+    python -m benchmarks.speed.step_profile --data-dir ../shared/data --threads 1 \
         --out results/step_profile.json
 """
 
@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import random
-import subprocess
 import tempfile
 import time
 from collections import defaultdict
@@ -31,9 +28,11 @@ from pathlib import Path
 import torch
 
 import drmm.step as step_module
+from benchmarks.common import cpu_name
 from drmm.checkpoint import Checkpointer, RunState
 from drmm.config import preset
 from drmm.evaluate import confusion
+from drmm.files import write_json
 from drmm.model import DRMM
 from drmm.precision import step_autocast
 from drmm.scores import novelty_calibration
@@ -174,24 +173,13 @@ def epoch_table(name: str, step_parts: dict[str, float], epoch_parts: dict[str, 
             "seconds": seconds, "share": {k: s / total for k, s in seconds.items()}}
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                  if ln.startswith("Model name")), platform.processor())
-    flags = next((ln for ln in out.splitlines() if ln.startswith("Flags")), "")
-    native = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f" {f}" in flags]
-    return f"{model} ({', '.join(native) or 'no AVX2'})"
-
-
 # name: (settings over the cifar10 preset, the step as it ran before); the first is the
 # baseline of the ratios
 VARIANTS = {
     "fp32, before": (dict(precision="fp32"), True),
     "fp32": (dict(precision="fp32"), False),
     "bf16": (dict(precision="bf16"), False),
+    "bf16, NCHW": (dict(precision="bf16", channels_last=False), False),
 }
 
 
@@ -252,10 +240,8 @@ def main() -> None:
               f" ({r['step_images_per_s'] / first['step_images_per_s']:.2f}x),"
               f" epoch {r['epoch_seconds']:.0f} s, {r['epoch_images_per_s']:.1f} images/s"
               f" ({r['epoch_images_per_s'] / first['epoch_images_per_s']:.2f}x)")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"cpu": cpu_name(), "threads": a.threads,
-                                       "torch": torch.__version__, "steps": steps,
-                                       "variants": rows}, indent=2))
+    write_json(a.out, {"cpu": cpu_name(), "threads": a.threads, "torch": torch.__version__,
+                       "steps": steps, "variants": rows})
 
 
 if __name__ == "__main__":
