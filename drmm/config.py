@@ -28,6 +28,7 @@ from drmm.errors import DRMMError
 from drmm.files import UniqueKeyLoader, require_file
 from drmm.losses import KL_MODES, TERMS, LossConfig
 from drmm.model import ARCHS, ModelConfig
+from drmm.precision import PRECISIONS
 
 # Appendix A and Table 6: the paper's schedule, for every table. A named schedule (here, in
 # PRESETS below and in drmm/reproduce/tables.py) sets every one of these keys, so that no
@@ -103,7 +104,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every K steps inside an epoch (0: epoch ends only)
     skip_nonfinite: bool = False  # skip (and count) batches with a NaN/inf loss instead of stopping
     verify: bool = True  # md5-check cached data files each time they are read (downloads always)
-    precision: str = "fp32"  # fp32 | bf16 (autocast; for CUDA, float32 stays the CPU default)
+    precision: str = "auto"  # auto (bf16 where the CPU has it natively) | fp32 | bf16: precision.py
     sync_bn: bool = False  # torchrun: BatchNorm statistics over all ranks (SyncBatchNorm, CUDA)
     channels_last: bool = True  # NHWC memory layout: 1.28x faster DRMM steps on our 2-core CPU
 
@@ -123,7 +124,7 @@ CHOICES: dict[str, tuple] = {
     "train.optimizer": ("sgd", "adam"),
     "train.decay": ("exp", "cosine"),
     "train.bn_mode": ("separate", "joint"),
-    "train.precision": ("fp32", "bf16"),
+    "train.precision": PRECISIONS,
     "train.channels": (None, 1, 3),
     "train.resize": ("crop", "squash"),
 }

@@ -2,16 +2,9 @@
 and the device checks every command with --device shares."""
 
 import argparse
-import re
 import sys
-from pathlib import Path
 
 import torch
-
-# x86 AVX512-BF16 / AMX and Arm's BF16 extension: the CPU instructions that make bf16 matrix
-# products faster than fp32. Without them bf16 is emulated: the DRMM step ran 14x slower in bf16
-# autocast than in fp32 on our AVX2 CPU (benchmarks/step_throughput.py --bf16).
-NATIVE_BF16_FLAGS = re.compile(r"\b(avx512_bf16|amx_bf16|bf16)\b")
 
 
 class DRMMError(Exception):
@@ -23,25 +16,6 @@ def require_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DRMMError("--device cuda asked for, but no CUDA device is available;"
                         " use --device cpu")
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (Linux: its /proc/cpuinfo flags). Where the
-    flags cannot be read, True: no warning rather than a wrong one."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return True
-    return bool(NATIVE_BF16_FLAGS.search(cpuinfo))
-
-
-def warn_slow_precision(precision: str, device: torch.device) -> None:
-    """bf16 on a CPU that only emulates it is many times slower than fp32: say so, once."""
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        print("drmm: warning: --precision bf16 on a CPU without native bf16 (no AVX512-BF16,"
-              " AMX or Arm BF16) is emulated and runs many times slower than fp32 (14x for the"
-              " DRMM step on an AVX2 CPU); use --precision fp32", file=sys.stderr)
 
 
 class OneLineParser(argparse.ArgumentParser):

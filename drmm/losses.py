@@ -36,6 +36,7 @@ one by name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +83,9 @@ def kl_term(logits: torch.Tensor, mode: str = "entropy") -> torch.Tensor:
 
 
 def non_negativity(templates: list[torch.Tensor]) -> torch.Tensor:
-    """L_NN, Eq. 8 with means: sum over layers of mean(relu(-z)^2)."""
-    return sum(F.relu(-z).pow(2).mean() for z in templates)  # ()
+    """L_NN, Eq. 8 with means: sum over layers of mean(relu(-z)^2), each mean in float32 (a
+    reduction of bf16 templates accumulates in float32; its result is cast back up)."""
+    return sum(F.relu(-z).pow(2).mean().float() for z in templates)  # ()
 
 
 def graph_prior(logits: torch.Tensor, pseudo: torch.Tensor, certainty: torch.Tensor
@@ -193,20 +195,38 @@ def needed(weights: dict[str, float]) -> frozenset[str]:
     return frozenset().union(*(TERMS[n].needs for n, w in weights.items() if w and n in TERMS))
 
 
+def in_float32(ctx: StepContext) -> StepContext:
+    """ctx with every floating-point tensor in float32 (a bf16 autocast step's are bf16)."""
+
+    def f32(x):
+        if isinstance(x, torch.Tensor):
+            return x.float() if x.is_floating_point() else x
+        if isinstance(x, (list, tuple)):
+            return type(x)(f32(v) for v in x)
+        return x
+
+    # The templates z(l) stay as they are: copying every layer's map to float32 cost 2 % of a
+    # bf16 step, and non_negativity's means accumulate in float32 anyway.
+    return dataclasses.replace(ctx, **{f.name: f32(getattr(ctx, f.name))
+                                       for f in dataclasses.fields(ctx) if f.name != "templates"})
+
+
 def drmm_objective(ctx: StepContext, weights: dict[str, float]) -> dict[str, torch.Tensor]:
     """The weighted objective and its named terms {"loss", "ce", "rc", "kl", "nn", ...}.
 
     weights: each term's weight at this step (drmm.step.step_weights). A term whose weight is 0
     or missing is neither computed nor returned (its context fields may then be None).
     """
-    terms, loss = {}, None
-    for name, term in TERMS.items():
-        w = weights.get(name, 0.0)
-        if not w:
-            continue
-        terms[name] = term.value(ctx)  # ()
-        loss = w * terms[name] if loss is None else loss + w * terms[name]  # ()
-    if loss is None:  # every weight 0 at this step (a faded graph prior alone): a zero loss
-        terms["ce"] = TERMS["ce"].value(ctx)  # ()
-        loss = 0.0 * terms["ce"]  # () still a function of the weights, for backward()
+    # In float32 always: under bf16 autocast the terms would keep 8 bits of mantissa.
+    with torch.autocast(ctx.logits_lab.device.type, enabled=False):
+        ctx, terms, loss = in_float32(ctx), {}, None
+        for name, term in TERMS.items():
+            w = weights.get(name, 0.0)
+            if not w:
+                continue
+            terms[name] = term.value(ctx)  # ()
+            loss = w * terms[name] if loss is None else loss + w * terms[name]  # ()
+        if loss is None:  # every weight 0 at this step (a faded graph prior alone): zero loss
+            terms["ce"] = TERMS["ce"].value(ctx)  # ()
+            loss = 0.0 * terms["ce"]  # () still a function of the weights, for backward()
     return {"loss": loss, **terms}

@@ -47,13 +47,14 @@ from drmm.checkpoint import (
 from drmm.config import Config, validate
 from drmm.data import Dataset, Images, check_dataset, choose_labeled, load_dataset, read_indices
 from drmm.data.split import warn_unlabeled_classes
-from drmm.errors import DRMMError, require_device, warn_slow_precision
+from drmm.errors import DRMMError, require_device
 from drmm.evaluate import save_reconstructions
 from drmm.files import check_out_dir
 from drmm.graph_prior import graph_pseudo_labels
 from drmm.losses import GRAPH, needed
 from drmm.model import DRMM, feature_sizes
 from drmm.optim import make_optimizer
+from drmm.precision import resolve_precision, step_autocast, warn_slow_precision
 from drmm.records import (
     after_nonfinite,
     epoch_line,
@@ -152,6 +153,7 @@ class Trainer:
     wall0: float  # perf_counter at the run's start, the time before a resume included
     bar: tqdm
     writer: SummaryWriter | None  # rank 0, if asked
+    precision: tuple[str, str]  # the step's precision, fp32 or bf16, and why (precision.py)
 
     def close(self) -> None:
         self.bar.close()  # so that an error message stays one line
@@ -163,8 +165,12 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     """The model, optimiser and schedule (restored from the checkpoint if resuming), the data
     on the device, the run folder's files, and the graph prior's targets."""
     cfg, out, t = opened.cfg, opened.out, opened.cfg.train
+    precision = resolve_precision(t.precision, dist.device)  # ("bf16", why) or ("fp32", why)
     if dist.is_main:  # only rank 0 writes files and warns
-        warn_slow_precision(t.precision, dist.device)
+        warn_slow_precision(precision[0], dist.device)
+        if precision[0] != "fp32":  # a user should know the run is not in float32, and why
+            print(f"drmm: {precision[0]} autocast ({precision[1]}); --precision fp32 to turn it"
+                  " off", file=sys.stderr)
     model, stepper = build_model(cfg, dist)
     data = on_device(opened.data, dist.device, t.channels_last)
     labeled = torch.from_numpy(opened.labeled)  # (N_L,)
@@ -195,7 +201,8 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
                leave=False)
     return Trainer(cfg=cfg, out=out, dist=dist, model=model, stepper=stepper, opt=opt,
                    sched=sched, gen=gen, run=run, ckpt=ckpt, data=data, labeled=labeled,
-                   graph=graph, steps_per_epoch=spe, wall0=wall0, bar=bar, writer=writer)
+                   graph=graph, steps_per_epoch=spe, wall0=wall0, bar=bar, writer=writer,
+                   precision=precision)
 
 
 def train_epoch(tr: Trainer, epoch: int) -> float:
@@ -205,8 +212,7 @@ def train_epoch(tr: Trainer, epoch: int) -> float:
     never reaches the weights (skip_batch). Returns the epoch's start (perf_counter, the time
     before a resume included)."""
     cfg, t, run, model, spe = tr.cfg, tr.cfg.train, tr.run, tr.model, tr.steps_per_epoch
-    autocast = torch.autocast(tr.dist.device.type, dtype=torch.bfloat16,
-                              enabled=t.precision == "bf16")
+    autocast = step_autocast(tr.precision[0], tr.dist.device)
     model.train()
     order = epoch_order(tr.labeled, len(tr.data.x_train), tr.gen, spe * t.batch_split()[0])
     started = time.perf_counter() - run.epoch_seconds
@@ -281,6 +287,7 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     record = epoch_record(epoch, run.means(), run.epoch_skipped, tr.model, tr.data.x_test,
                           tr.data.y_test, tr.cfg, tr.opt.param_groups[0]["lr"],
                           time.perf_counter() - started, tr.wall0, tr.steps_per_epoch)
+    record["precision"] = tr.precision[0]  # a resumed run may change it
     tr.bar.write(epoch_line(record, run.means(), tr.data.class_names))
     run.finish_epoch(record, tr.gen.get_state())
     last = run.epoch == t.epochs and tr.dist.is_main  # rank 0 alone writes the checkpoint
@@ -294,6 +301,7 @@ def finish(tr: Trainer) -> dict:
     """The run's final metrics (metrics.json) and a picture of test images rendered back."""
     metrics = final_metrics(tr.run.history, tr.run.skipped, tr.cfg, len(tr.labeled),
                             len(tr.data.x_train))
+    metrics["precision"], metrics["precision_reason"] = tr.precision
     if tr.dist.is_main:
         write_metrics(tr.out, metrics)
         save_reconstructions(tr.model, tr.data.x_test if tr.data.has_test else tr.data.x_train,

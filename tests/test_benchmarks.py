@@ -223,3 +223,25 @@ def test_photo_graph_compares_the_graphs_with_the_run(tmp_path):
              x_test=x[:20], y_test=y[:20])
     with pytest.raises(SystemExit, match="not CIFAR-10's"):
         photo_graph.main([str(run), "--data-dir", str(tmp_path / "data")])
+
+
+def test_step_profile_times_each_part_without_its_inner_parts():
+    """A part's time excludes the parts called inside it; untimed calls record nothing."""
+    import time
+
+    from benchmarks.speed.step_profile import PartTimer
+
+    timer = PartTimer()
+    inner = timer.wrap("inner", lambda: time.sleep(0.1))
+
+    def outer_body():
+        time.sleep(0.01)
+        inner()
+
+    outer = timer.wrap("outer", outer_body)
+    outer()  # not active: nothing recorded
+    assert not timer.totals
+    timer.active = True
+    outer()
+    assert timer.totals["inner"] >= 0.1
+    assert 0.01 <= timer.totals["outer"] < 0.1  # its own 10 ms, not the inner 100 ms

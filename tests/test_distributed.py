@@ -22,6 +22,7 @@ from drmm.distributed import Dist
 from drmm.graph_prior import propagate_labels
 from drmm.model import DRMM
 from drmm.optim import make_optimizer
+from drmm.precision import step_autocast
 from drmm.step import Objective, epoch_order, make_batch, step_weights
 from drmm.train import prepare
 
@@ -30,7 +31,8 @@ ARGS = ["--arch", "conv_tiny", "--labels", "8", "--batch-size", "16", "--epochs"
         "--seed", "3", "--lr", "0.05", "--lr-final", "0.01", "--quiet"]
 
 
-def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
+def reference_parameters(npz: str, graph_prior: int, precision: str
+                         ) -> dict[str, torch.Tensor]:
     """One process, the same global batches, BatchNorm statistics per rank-sized shard."""
     cfg = preset(f"npz:{npz}")
     cfg.model.arch = "conv_tiny"
@@ -55,28 +57,31 @@ def reference_parameters(npz: str, graph_prior: int) -> dict[str, torch.Tensor]:
         for r in range(WORLD):  # each rank's shard of the global batch, as training takes it
             batch = make_batch(cfg, data.x_train, data.y_train, order, step, weights, graph,
                                Dist(rank=r, world=WORLD))
-            (Objective(model, cfg)(batch, weights)["loss"] / WORLD).backward()
+            with step_autocast(precision, torch.device("cpu")):
+                loss = Objective(model, cfg)(batch, weights)["loss"]  # ()
+            (loss / WORLD).backward()
         opt.step()
         sched.step()
     return dict(model.named_parameters())
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
-@pytest.mark.parametrize("graph_prior", [0, 1])
-def test_torchrun_two_cpu_processes_match_one_process(tmp_path, graph_prior):
+@pytest.mark.parametrize("graph_prior, precision", [(0, "fp32"), (1, "fp32"), (0, "bf16")])
+def test_torchrun_two_cpu_processes_match_one_process(tmp_path, graph_prior, precision):
     npz = write_npz(tmp_path / "data.npz")[len("npz:"):]
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
          "--standalone", "-m", "drmm", "train", "--dataset", f"npz:{npz}",
-         "--out", str(out), "--graph-prior", str(graph_prior), *ARGS],
+         "--out", str(out), "--graph-prior", str(graph_prior), "--precision", precision,
+         *ARGS],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert Config.from_dict(state["config"]).train.batch_size == 16  # the global batch
     assert proc.stderr.count("graph prior: pseudo-labels") == graph_prior  # rank 0's alone
-    expected = reference_parameters(npz, graph_prior)
+    expected = reference_parameters(npz, graph_prior, precision)
     for name, p in expected.items():
         assert torch.allclose(state["model"][name], p.detach(), rtol=1e-4, atol=1e-5), name
     assert (out / "metrics.json").is_file()

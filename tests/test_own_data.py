@@ -390,7 +390,7 @@ def test_run_files_follow_the_umask(folder_run):
 
 
 def test_bf16_warning_depends_on_cpu_flags():
-    from drmm.errors import cpu_has_native_bf16
+    from drmm.precision import cpu_has_native_bf16
 
     assert not cpu_has_native_bf16("flags : fpu sse avx2 fma")
     assert cpu_has_native_bf16("flags : fpu avx512f avx512_bf16 amx_tile")

@@ -72,12 +72,14 @@ def drmm(*argv: str) -> str:
     return err.getvalue()
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """The data, the config file, and an uninterrupted reference run."""
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def setup(tmp_path_factory, request):
+    """The data, the config file (its precision: each of fp32 and bf16 autocast), and an
+    uninterrupted reference run."""
     d = tmp_path_factory.mktemp("crash")
     npz = write_npz(d / "d.npz", **tiny_arrays(n_train=160))  # 16 steps per epoch
     yaml = write_yaml(d)
+    Path(yaml).write_text(Path(yaml).read_text().replace("fp32", request.param))
     drmm(*tiny_train(npz, d / "reference", yaml, "--labels", "8", "--checkpoint-every", "4"))
     return npz, yaml, d / "reference"
 
