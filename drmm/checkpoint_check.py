@@ -1,5 +1,5 @@
 """What a loaded checkpoint must hold, checked before any command uses it (docs/reliability.md,
-section 5).
+"Safe loading").
 
 A checkpoint is a file from anywhere: a download, a copy, a damaged disk. Loading it with
 torch.load(weights_only=True) (drmm.checkpoint) keeps it from running code; these checks keep

@@ -106,7 +106,7 @@ class TrainConfig:
     verify: bool = True  # md5-check cached data files each time they are read (downloads always)
     precision: str = "auto"  # auto (bf16 where the CPU has it natively) | fp32 | bf16: precision.py
     sync_bn: bool = False  # torchrun: BatchNorm statistics over all ranks (SyncBatchNorm, CUDA)
-    channels_last: bool = True  # NHWC memory layout: 1.28x faster DRMM steps on our 2-core CPU
+    channels_last: bool = True  # NHWC memory layout, faster on CPUs: results/recipe.md, "Layout"
 
     def batch_split(self) -> tuple[int, int]:
         """(labeled, unlabeled) images per step: labeled_batch of batch_size, half by default."""

@@ -33,7 +33,7 @@ that never learned to render), `score` (what was ranked: higher = more worth lab
 For every other data set an .npy beside the CSV (to_label.npy) holds the union of the run's
 labeled indices and the suggested ones, for `drmm train ... --labeled-indices to_label.npy`:
 with a built-in data set the true labels of the suggested images already exist, so this
-simulates a labeler (benchmarks/label_loop.py); with an npz, label those images in y_train
+simulates a labeler (benchmarks/own_data/label_loop.py); with an npz, label those images in y_train
 first. (Folder data gets no .npy: moving the files changes the training set's order.) Neither
 file may replace a file of a run (RUN/labeled_indices.csv would write RUN/labeled_indices.npy):
 refused before anything is loaded.
