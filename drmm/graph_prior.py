@@ -11,8 +11,9 @@ whichever class the first epoch's network leans to, and nothing moves it afterwa
 with seed 1's 100 labels, the crossbar 7s went to 3 in the first epoch of every recipe tried;
 the graph, built from pixels alone, joins them to the other 7s (label spreading calls 643 of the
 796 training crossbar 7s 7, and 0 of them 3), and one epoch of its pseudo-labels keeps them there
-(results/recipe.md, "MNIST: the graph prior"). The pseudo-labels themselves are poor (about 15 % wrong on
-MNIST-100, where the DRMM ends below 1 %), which is why they fade out after the first epoch.
+(results/recipe.md, "MNIST: the graph prior"). The pseudo-labels themselves are poor (about 15 %
+wrong on MNIST-100, where the DRMM ends below 1 %), which is why they fade out after the first
+epoch.
 """
 
 from __future__ import annotations

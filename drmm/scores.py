@@ -40,8 +40,8 @@ from scipy.stats import rankdata
 from drmm.model import DRMM
 
 # The novelty score of `drmm predict` and drmm.load(...).predict: "render" (the rendering error)
-# or "softmax" (1 - max p, Hendrycks & Gimpel). benchmarks/own_data/novelty_auroc.py measures which one
-# tells other data from the training distribution better; switch it here, in one place. Both
+# or "softmax" (1 - max p, Hendrycks & Gimpel). benchmarks/own_data/novelty_auroc.py measures which
+# one tells other data from the training distribution better; switch it here, in one place. Both
 # scales are stored with every run, so switching needs no retraining. A run that never learned
 # to render (--supervised-only, or alpha_RC = 0) always uses "softmax".
 NOVELTY_SCORE = "render"
