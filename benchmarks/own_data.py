@@ -40,6 +40,7 @@ from drmm.data import CIFAR10_NAMES
 from drmm.data.cifar10 import load_cifar10
 from drmm.data.mnist import load_mnist
 from drmm.files import write_json
+from drmm.metrics import read_metrics
 
 
 def load_cifar(data_dir: str | None) -> dict[str, np.ndarray]:
@@ -108,7 +109,7 @@ def train_or_reuse(out: Path, flags: list[str]) -> dict:
             args += ["--resume", str(out)]
         if drmm(args) != 0:
             raise SystemExit(f"drmm train failed for {out}")
-    return json.loads((out / "metrics.json").read_text())
+    return read_metrics(out)  # any drmm version's
 
 
 def run(name: str, folder: Path, held_out: Path, work: Path, extra: list[str]) -> dict:

@@ -20,13 +20,14 @@ from drmm.data import load_run_data
 from drmm.errors import DRMMError, require_device
 from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import require_dir
-from drmm.records import describe_confusion, describe_error
+from drmm.records import describe_confusion, describe_error, describe_percent
 from drmm.train import train
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func.
 COMMAND_MODULES: list[str] = ["drmm.predict", "drmm.reproduce", "drmm.synthetic.cli",
-                               "drmm.analysis.cli", "drmm.sample", "drmm.export", "drmm.suggest"]
+                               "drmm.analysis.cli", "drmm.sample", "drmm.export", "drmm.suggest",
+                               "drmm.report"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -82,7 +83,7 @@ def cmd_train(args) -> int:
         base = Config.from_dict(load_run_state(Path(out) / CHECKPOINT)["config"])
     metrics = train(config_from_args(args, base), out, resume=bool(args.resume),
                     progress=not args.quiet, force_resume=args.force_resume)
-    print(f"{describe_error(metrics['test_error'])} after {metrics['epochs']} epochs"
+    print(f"{describe_percent(metrics['test_error_percent'])} after {metrics['epochs']} epochs"
           f" ({metrics['labels']} labels, seed {metrics['seed']}); run saved in {out}")
     return 0
 
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="print the test error of a trained run",
-                       description="Print the test error (%%) of a trained run on a data set's"
+                       description="Print the test error (%) of a trained run on a data set's"
                                    " test images, with the BatchNorm running statistics, and"
                                    " how many test images it used.")
     p.add_argument("--checkpoint", required=True, help="a drmm run folder or its checkpoint.pt")

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from drmm import distributed
+from drmm.board import Board
 from drmm.checkpoint import (
     CHECKPOINT,
     Checkpointer,
@@ -55,6 +55,7 @@ from drmm.records import (
     start_run_files,
     write_metrics,
 )
+from drmm.report import RunData, write_report
 from drmm.scores import novelty_calibration
 from drmm.step import (
     Batch,
@@ -149,7 +150,7 @@ class Trainer:
     autocast: torch.autocast  # bf16 autocast, or a disabled one
     wall0: float  # perf_counter at the run's start, the time before a resume included
     bar: tqdm
-    writer: SummaryWriter | None  # rank 0, if asked
+    writer: Board | None  # rank 0, if asked
 
     def close(self) -> None:
         self.bar.close()  # so that an error message stays one line
@@ -190,7 +191,7 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
         start_run_files(out, cfg, opened.labeled, run.history)
     wall0 = time.perf_counter() - run.wall_seconds  # the graph's time counts too
     graph = graph_targets(cfg, dist, x_train, y_train, labeled, run.epoch)
-    writer = (SummaryWriter(str(out / "tb"), purge_step=len(run.history) + 1)
+    writer = (Board(str(out / "tb"), purge_step=len(run.history) + 1)
               if is_main and t.tensorboard else None)  # purge: events past the checkpoint
     bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
                leave=False)
@@ -261,16 +262,23 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
                  if last else None)
     if tr.dist.is_main:
         log_epoch(tr.out, record, tr.writer)
+    if tr.writer is not None:  # the confusion matrix and renderings, within their time share
+        tr.writer.epoch_figures(record, tr.model, tr.x_test, tr.y_test, tr.x_train,
+                                tr.class_names, t.eval_batch_size, run.epoch == t.epochs)
 
 
 def finish(tr: Trainer) -> dict:
-    """The run's final metrics (metrics.json) and a picture of test images rendered back."""
+    """The run's final metrics (metrics.json), a picture of test images rendered back, and the
+    run's report (report.html)."""
     metrics = final_metrics(tr.run.history, tr.run.skipped, tr.cfg, len(tr.labeled),
-                            len(tr.x_train))
+                            len(tr.x_train), tr.class_names)
     if tr.dist.is_main:
         write_metrics(tr.out, metrics)
         save_reconstructions(tr.model, tr.x_test if tr.x_test is not None else tr.x_train,
                              tr.out / "reconstructions.png")
+        write_report(tr.out, tr.model, tr.cfg, RunData(
+            tr.x_train, tr.y_train, tr.x_test, tr.y_test, tr.class_names, tr.labeled.numpy()),
+            tr.run.history, metrics)
     return metrics
 
 

@@ -120,7 +120,7 @@ def test_npz_with_unlabeled_images_and_no_test_set(tmp_path, capsys):
     assert "no test set after 2 epochs (8 labels" in capsys.readouterr().out
     assert np.array_equal(np.load(out / "labeled_indices.npy"), np.arange(8))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_error"] is None and metrics["labels"] == 8
+    assert metrics["test_error_percent"] is None and metrics["labels"] == 8
 
 
 def test_labels_draws_among_labeled_images_only():
@@ -193,7 +193,7 @@ def folder_run(tmp_path_factory):
 def test_folder_training_run(folder_run, capsys):
     root, _, out = folder_run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["labels"] == 8 and metrics["test_error"] is not None
+    assert metrics["labels"] == 8 and metrics["test_error_percent"] is not None
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["class_names"] == CLASSES
     # the stored statistics are the training images' own (labeled and unlabeled)
