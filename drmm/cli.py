@@ -27,7 +27,7 @@ from drmm.train import train
 # its func.
 COMMAND_MODULES: list[str] = ["drmm.predict", "drmm.reproduce", "drmm.synthetic.cli",
                                "drmm.analysis.cli", "drmm.sample", "drmm.export", "drmm.suggest",
-                               "drmm.report"]
+                               "drmm.report", "drmm.label"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
