@@ -45,6 +45,7 @@ from drmm.evaluate import save_reconstructions
 from drmm.files import check_out_dir
 from drmm.graph_prior import graph_pseudo_labels
 from drmm.model import DRMM, feature_sizes
+from drmm.progress import bar_shown
 from drmm.records import (
     after_nonfinite,
     epoch_line,
@@ -193,8 +194,8 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     graph = graph_targets(cfg, dist, x_train, y_train, labeled, run.epoch)
     writer = (Board(str(out / "tb"), purge_step=len(run.history) + 1)
               if is_main and t.tensorboard else None)  # purge: events past the checkpoint
-    bar = tqdm(total=steps_per_epoch, disable=not (progress and is_main), dynamic_ncols=True,
-               leave=False)
+    bar = tqdm(total=steps_per_epoch, disable=not bar_shown(progress and is_main),
+               dynamic_ncols=True, leave=False)  # a log gets the epoch lines alone
     return Trainer(cfg, out, dist, model, stepper, opt, sched, gen, run, ckpt, x_train, y_train,
                    x_test, y_test, labeled, opened.data.class_names, graph, steps_per_epoch,
                    autocast, wall0, bar, writer)

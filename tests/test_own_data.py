@@ -211,13 +211,13 @@ def test_predict_csv(folder_run, tmp_path, capsys):
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 24
-    assert list(rows[0]) == ["image", "predicted", "probability", *[f"p_{c}" for c in CLASSES],
-                             "novelty"]
+    assert list(rows[0]) == ["image", "true", "predicted", "probability",
+                             *[f"p_{c}" for c in CLASSES], "novelty"]
     predictor = drmm.load(out)
     files = sorted((root / "test").rglob("*.png"))
     probs = predictor.predict([Image.open(p) for p in files]).probabilities  # (24, 4)
     for row, path, p in zip(rows, files, probs, strict=True):
-        assert row["image"] == str(path)
+        assert row["image"] == str(path) and row["true"] == path.parent.name
         got = np.array([float(row[f"p_{c}"]) for c in CLASSES])
         np.testing.assert_allclose(got, p.numpy(), atol=1e-6)
         assert abs(got.sum() - 1) < 1e-4
