@@ -277,9 +277,9 @@ def finish(tr: Trainer) -> dict:
         write_metrics(tr.out, metrics)
         save_reconstructions(tr.model, tr.x_test if tr.x_test is not None else tr.x_train,
                              tr.out / "reconstructions.png")
-        write_report(tr.out, tr.model, tr.cfg, RunData(
-            tr.x_train, tr.y_train, tr.x_test, tr.y_test, tr.class_names, tr.labeled.numpy()),
-            tr.run.history, metrics)
+        if tr.cfg.train.report:
+            write_report(tr.out, tr.model, tr.cfg, RunData(tr.x_train, tr.y_train, tr.x_test,
+                         tr.y_test, tr.class_names, tr.labeled.numpy()), tr.run.history, metrics)
     return metrics
 
 

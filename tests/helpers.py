@@ -73,7 +73,7 @@ def tiny_config(**train) -> Config:
     cfg.model.arch = "conv_tiny"
     cfg.train.labels, cfg.train.batch_size, cfg.train.epochs = 8, 20, 2
     cfg.train.lr, cfg.train.lr_final = 0.1, 0.01
-    cfg.train.tensorboard = False
+    cfg.train.tensorboard = cfg.train.report = False
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
@@ -122,9 +122,10 @@ def tiny_train(dataset, out, yaml, *extra):
 
 
 def write_yaml(folder: Path) -> str:
-    """A --config file that switches TensorBoard off (its import alone costs seconds)."""
+    """A --config file that switches TensorBoard off (its import alone costs seconds) and the
+    report (a second or two of matplotlib)."""
     path = folder / "quiet.yaml"
-    path.write_text("train:\n  tensorboard: false\n")
+    path.write_text("train:\n  tensorboard: false\n  report: false\n")
     return str(path)
 
 
