@@ -4,9 +4,12 @@ moving the labeled files into DIR/labeled/<label>/ (all or nothing)."""
 import base64
 import csv
 import io
+import json
 import os
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +28,10 @@ import drmm.label
 from drmm.cli import main
 from drmm.contact_sheet import COLUMNS
 from drmm.data.folder import decode, load_folder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import label_round_trip  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -230,3 +237,18 @@ def test_label_needs_the_columns_and_a_folder_run(suggested, tmp_path, capsys):
     assert "no image and label columns" in one_line_error(capsys)
     assert main(["label", str(out), "--folder", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in one_line_error(capsys)
+
+
+def test_round_trip_benchmark_tiny(shared_data, tmp_path):
+    out = tmp_path / "r.json"
+    result = label_round_trip.main(label_round_trip.parse_args([
+        "--data-dir", str(shared_data), "--per-class", "2", "--unlabeled", "100",
+        "--held-out", "20", "--n", "5", "--epochs", "1", "--work", str(tmp_path / "w"),
+        "--out", str(out)]))
+    assert result == json.loads(out.read_text())
+    assert (result["before"]["labels"], result["after"]["labels"]) == (20, 25)
+    assert sum(result["moved_per_class"].values()) == 5
+    folder = tmp_path / "w" / "folder"
+    assert len(list((folder / "unlabeled").glob("*.png"))) == 95
+    assert len(list((folder / "labeled").glob("*/*.png"))) == 25
+    assert result["before"]["held_out_images"] == result["after"]["held_out_images"] == 20
