@@ -214,3 +214,14 @@ def test_board_draws_the_pictures_within_its_time_share(tmp_path):
         assert [e.step for e in events.Images(tag)] == [1, 2, 4]
     width = events.Images("figures/renderings")[0].width  # scaled up whole pixels, not past
     assert RENDERED * 8 < width <= RENDERED_WIDTH
+
+
+def test_report_of_a_supervised_only_run_says_what_it_cannot_show(tmp_path):
+    cfg = tiny_config(supervised_only=True)
+    cfg.train.report = True
+    train(cfg, tmp_path / "run", data=tiny_dataset(), progress=False)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "supervised-only run" in text and "1 - max q(c|I)" in text  # softmax novelty
+    page = Page(text)
+    assert "renderings" not in {alt for alt, _ in page.images}
+    assert len([a for a, _ in page.images if a.startswith("novelty ")]) == SHOWN
