@@ -13,13 +13,15 @@ out-of-distribution set has as many images, at the run's size and channels:
 - inverted: the in-distribution images, 255 - x;
 - rot180: the in-distribution images upside down (some stay in distribution: 0, 1, 8);
 - foreign: another data set, resized (Pillow bilinear): CIFAR-10 test photos (in grayscale,
-  luminance, for a grayscale run), or MNIST test digits (as RGB) for a colour run.
+  luminance, for a grayscale run), or MNIST test digits (as RGB) for a colour run;
+- shuffled: the in-distribution images with their pixel positions shuffled (one permutation per
+  image, seed 0): the same pixel values, no shape.
 
 Scores, higher = less typical: `render` (the rendering error under the predicted class,
-drmm/scores.py), `softmax` (1 - max q(c|I), Hendrycks & Gimpel 2017) and `rank`: the mean of
+drmm/scores.py), `softmax` (1 - max q(c|I), Hendrycks & Gimpel 2017), and two combinations of
 the two scores' ranks among the run's training images (their empirical distribution functions
-on --calibration training images, evenly spaced), a combination that needs no more than what a
-run stores at the end of training. The AUROC (sklearn.metrics.roc_auc_score; 0.5: chance) of
+on --calibration training images, evenly spaced): `rank`, their mean, and `max`, the larger
+(atypical by either score). The AUROC (sklearn.metrics.roc_auc_score; 0.5: chance) of
 each score for in-distribution vs each set; a table per run, means, and JSON.
 """
 
@@ -41,8 +43,8 @@ from drmm.data.folder import image_files
 from drmm.data.mnist import load_mnist
 from drmm.files import write_json
 
-SCORES = ("render", "softmax", "rank")
-SETS = ("noise", "inverted", "rot180", "foreign")
+SCORES = ("render", "softmax", "rank", "max")
+SETS = ("noise", "inverted", "rot180", "foreign", "shuffled")
 
 
 def resized(images: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -60,6 +62,15 @@ def foreign(data_dir: Path, n: int, size: int, channels: int) -> np.ndarray:
         with np.load(data_dir / "cifar10" / "cifar10.npz") as f:
             return resized(f["x_test"][:n], size, 1)
     return resized(load_mnist(data_dir)["x_test"][:n], size, 3)
+
+
+def shuffled(images: np.ndarray) -> np.ndarray:
+    """Each image's pixel positions permuted (its own permutation; channels stay together)."""
+    rng = np.random.default_rng(0)
+    n, h, w = images.shape[:3]
+    flat = images.reshape(n, h * w, -1)  # (N, H*W, C)
+    out = np.stack([im[rng.permutation(h * w)] for im in flat])  # (N, H*W, C)
+    return out.reshape(images.shape)
 
 
 def in_distribution(name: str, run: str, held_out: str | None, limit: int,
@@ -101,10 +112,10 @@ def training_reference(run: str, predictor, n: int, batch_size: int) -> dict[str
 
 def with_rank(raw: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
     """raw plus `rank`: the mean of each score's empirical distribution function value among
-    the training images (0: below all of them, 1: above all)."""
+    the training images (0: below all of them, 1: above all), and `max`, the larger."""
     cdf = [np.searchsorted(reference[k], raw[k], side="right") / len(reference[k])
            for k in ("render", "softmax")]
-    return {**raw, "rank": np.mean(cdf, axis=0)}
+    return {**raw, "rank": np.mean(cdf, axis=0), "max": np.max(cdf, axis=0)}
 
 
 def auroc(in_dist: np.ndarray, ood: np.ndarray) -> float:
@@ -121,7 +132,8 @@ def study_run(name: str, run: str, a, held_out: str | None) -> dict:
     sets = {"noise": np.random.default_rng(0).integers(0, 256, inside.shape, dtype=np.uint8),
             "inverted": 255 - inside,
             "rot180": np.ascontiguousarray(inside[:, ::-1, ::-1]),
-            "foreign": foreign(Path(a.data_dir), n, h, c)}
+            "foreign": foreign(Path(a.data_dir), n, h, c),
+            "shuffled": shuffled(inside)}
     reference = training_reference(run, predictor, a.calibration, a.batch_size)
     raw = {k: with_rank(raw_scores(predictor, v, a.batch_size), reference)
            for k, v in {"in": inside, **sets}.items()}
