@@ -21,8 +21,11 @@ Scores, higher = less typical: `render` (the rendering error under the predicted
 drmm/scores.py), `softmax` (1 - max q(c|I), Hendrycks & Gimpel 2017), and two combinations of
 the two scores' ranks among the run's training images (their empirical distribution functions
 on --calibration training images, evenly spaced): `rank`, their mean, and `max`, the larger
-(atypical by either score). The AUROC (sklearn.metrics.roc_auc_score; 0.5: chance) of
-each score for in-distribution vs each set; a table per run, means, and JSON.
+(atypical by either score); and `max99`, the larger of the two scores each over its training
+99th percentile: `max` in the form `drmm predict` can give from what every run stores (both
+scales, drmm.scores.NOVELTY_KEYS), > 1 where either score is past its 99th percentile. The
+AUROC (sklearn.metrics.roc_auc_score; 0.5: chance) of each score for in-distribution vs each
+set; a table per run, means, and JSON.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from drmm.data.folder import image_files
 from drmm.data.mnist import load_mnist
 from drmm.files import write_json
 
-SCORES = ("render", "softmax", "rank", "max")
+SCORES = ("render", "softmax", "rank", "max", "max99")
 SETS = ("noise", "inverted", "rot180", "foreign", "shuffled")
 
 
@@ -112,10 +115,14 @@ def training_reference(run: str, predictor, n: int, batch_size: int) -> dict[str
 
 def with_rank(raw: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
     """raw plus `rank`: the mean of each score's empirical distribution function value among
-    the training images (0: below all of them, 1: above all), and `max`, the larger."""
+    the training images (0: below all of them, 1: above all), `max`, the larger, and `max99`,
+    the larger of the two scores over their training 99th percentiles."""
     cdf = [np.searchsorted(reference[k], raw[k], side="right") / len(reference[k])
            for k in ("render", "softmax")]
-    return {**raw, "rank": np.mean(cdf, axis=0), "max": np.max(cdf, axis=0)}
+    over = [raw[k] / np.quantile(reference[k], scores.NOVELTY_QUANTILE)
+            for k in ("render", "softmax")]
+    return {**raw, "rank": np.mean(cdf, axis=0), "max": np.max(cdf, axis=0),
+            "max99": np.max(over, axis=0)}
 
 
 def auroc(in_dist: np.ndarray, ood: np.ndarray) -> float:

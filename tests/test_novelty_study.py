@@ -22,6 +22,9 @@ def test_ranks_against_the_training_images():
     render_cdf, softmax_cdf = np.array([0, 0.5, 1.0]), np.array([0.75, 0.0, 1.0])
     np.testing.assert_allclose(out["rank"], (render_cdf + softmax_cdf) / 2)
     np.testing.assert_allclose(out["max"], np.maximum(render_cdf, softmax_cdf))
+    over = np.maximum(raw["render"] / np.quantile(reference["render"], 0.99),
+                      raw["softmax"] / np.quantile(reference["softmax"], 0.99))
+    np.testing.assert_allclose(out["max99"], over)
 
 
 def test_shuffled_keeps_each_images_pixels():
