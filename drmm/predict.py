@@ -11,8 +11,12 @@ an npz its index, FILE.npz:INDEX where several --images are given), `true` (belo
 `novelty`: the image's novelty score over the score's 99th percentile on the run's training
 images (> 1: less typical than 99 % of them; drmm/scores.py). The score is the rendering error
 under the predicted class, or 1 - max p for a run that never learned to render; the summary
-line names it. A checkpoint from before novelty scales were stored gets them from its training
-data, or no novelty column (with a note) where that cannot be loaded.
+line names it. When to trust it (8 models x 5 sets, results/novelty_study.md): it flags images
+of another kind (noise, inverted images, another data set: AUROC 0.81-1.00 on digit models), not
+rearranged images of the training kind (upside-down digits, shuffled pixels: 0.26-0.70), which
+1 - max p catches better on digit models. A checkpoint from before novelty scales were stored
+gets them from its training data, or no novelty column (with a note) where that cannot be
+loaded.
 
 Labeled images: a folder whose every image lies in a sub-folder named after one of the run's
 classes (like DIR/test/) gives each row its `true` class, as does an npz with labels beside its
