@@ -11,6 +11,7 @@ by whole pixels so that small images stay crisp. Both files are written atomical
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -62,10 +63,10 @@ def write_contact_sheets(csv_path: Path, pixels: np.ndarray, names: list[str],
     tiles = [html_page.tile(png_bytes(p), [*c, name], f"{c[0]}: {name}")
              for p, c, name in zip(pixels, captions, names, strict=True)]
     text = html_page.page(f"{csv_path.name}: images to label", [
-        f"<h1>Images to label: {html_page.escape(csv_path.name)}</h1>"
+        f"<h1>Images to label: {escape(csv_path.name)}</h1>"
         "<p>Fill each row's <code>label</code> column of the CSV with the image's class (leave"
         " it empty to skip the image); for a folder:DIR run, <code>drmm label"
-        f" {html_page.escape(csv_path.name)} --folder DIR</code> then moves each image into"
+        f" {escape(csv_path.name)} --folder DIR</code> then moves each image into"
         " DIR/labeled/&lt;label&gt;/.</p>",
         html_page.gallery(tiles)])
     atomic_write(html_path, lambda f: f.write(text.encode()))
