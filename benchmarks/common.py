@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import platform
 import subprocess
 import sys
@@ -45,8 +44,10 @@ def cpu_name() -> str:
 
 def train_or_reuse(out: Path, flags: list[str]) -> dict:
     """`drmm train --out OUT --quiet FLAGS`, unless OUT holds a finished run (reused as it is);
-    a killed run is resumed from its checkpoint. The run's metrics.json."""
+    a killed run is resumed from its checkpoint. The run's metrics.json (any drmm version's,
+    in the current layout)."""
     from drmm.cli import main as drmm
+    from drmm.metrics import read_metrics
 
     if not (out / "metrics.json").is_file():
         args = ["train", "--out", str(out), "--quiet", *flags]
@@ -54,7 +55,7 @@ def train_or_reuse(out: Path, flags: list[str]) -> dict:
             args += ["--resume", str(out)]
         if drmm(args) != 0:
             raise SystemExit(f"drmm train failed for {out}")
-    return json.loads((out / "metrics.json").read_text())
+    return read_metrics(out)
 
 
 def run_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from drmm import __version__, export, predict, reproduce, suggest
+from drmm import __version__, export, label, predict, report, reproduce, suggest
 from drmm.analysis import cli as analysis_cli
 from drmm.analysis import sample
 from drmm.checkpoint import CHECKPOINT, load_run_state, load_trained_model
@@ -21,14 +21,15 @@ from drmm.data import load_run_data
 from drmm.errors import DRMMError, OneLineParser, require_device, tolerant_output
 from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import require_dir
-from drmm.records import describe_confusion, describe_error
+from drmm.records import describe_confusion, describe_error, describe_percent
 from drmm.run_folder import resume_folder
 from drmm.synthetic import cli as synthetic_cli
 from drmm.train import train
 
 # Further subcommands: each module defines register(subparsers), which adds one parser and sets
 # its func.
-COMMANDS = (predict, reproduce, synthetic_cli, analysis_cli, sample, export, suggest)
+COMMANDS = (predict, reproduce, synthetic_cli, analysis_cli, sample, export, suggest, report,
+            label)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -84,7 +85,7 @@ def cmd_train(args) -> int:
         base = Config.from_dict(load_run_state(Path(out) / CHECKPOINT)["config"])
     metrics = train(config_from_args(args, base), out, resume=bool(args.resume),
                     progress=not args.quiet, force_resume=args.force_resume)
-    print(f"{describe_error(metrics['test_error'])} after {metrics['epochs']} epochs"
+    print(f"{describe_percent(metrics['test_error_percent'])} after {metrics['epochs']} epochs"
           f" ({metrics['labels']} labels, seed {metrics['seed']}); run saved in {out}")
     return 0
 
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="print the test error of a trained run",
-                       description="Print the test error (%%) of a trained run on a data set's"
+                       description="Print the test error (%) of a trained run on a data set's"
                                    " test images, with the BatchNorm running statistics, and"
                                    " how many test images it used.")
     p.add_argument("--checkpoint", required=True, help="a drmm run folder or its checkpoint.pt")

@@ -101,6 +101,7 @@ class TrainConfig:
     eval_batch_size: int = 1000  # images per forward pass at test time
     log_every: int = 20  # steps between progress-bar / NaN checks (each costs a host sync)
     tensorboard: bool = True  # write TensorBoard event files under RUN_DIR/tb
+    report: bool = True  # write RUN_DIR/report.html at the end (later: drmm report RUN)
     checkpoint_every: int = 0  # also checkpoint every K steps inside an epoch (0: epoch ends only)
     skip_nonfinite: bool = False  # skip (and count) batches with a NaN/inf loss instead of stopping
     verify: bool = True  # md5-check cached data files each time they are read (downloads always)
@@ -132,7 +133,7 @@ CHOICES: dict[str, tuple] = {
 FREE_ON_RESUME = frozenset({
     "train.epochs", "train.data_dir", "train.device", "train.tensorboard", "train.log_every",
     "train.eval_batch_size", "train.checkpoint_every", "train.skip_nonfinite", "train.verify",
-    "train.precision", "train.channels_last"})
+    "train.precision", "train.channels_last", "train.report"})
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
@@ -192,7 +193,8 @@ MIGRATIONS = {
     # 6 -> 7: train.resize is new; runs before it squashed non-square images (its default, crop,
     # would change their predictions).
     6: squash_resize,
-    # 7 -> 8: loss.paper_only is new (its default: every term of the table on, as before).
+    # 7 -> 8: loss.paper_only (its default: every term of the table on, as before) and
+    # train.report (a page written at the end; it changes no number) are new.
     7: dict,
 }
 

@@ -13,6 +13,7 @@ from drmm.checkpoint import CHECKPOINT, ID_KEY
 from drmm.errors import DRMMError
 from drmm.evaluate import confusion, error_rate, worst_confusion
 from drmm.files import atomic_write, remove_stale_temporaries
+from drmm.metrics import METRICS_FORMAT, confusion_entry, percent
 
 RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labeled_indices.npy")
 
@@ -67,14 +68,18 @@ def log_epoch(out: Path, record: dict, writer) -> None:
         writer.flush()
 
 
-def final_metrics(history: list[dict], skipped: int, cfg, n_labeled: int, n_train: int) -> dict:
+def final_metrics(history: list[dict], skipped: int, cfg, n_labeled: int, n_train: int,
+                  class_names: list[str]) -> dict:
+    """metrics.json's contents, in drmm.metrics' format (percentages, classes by name)."""
     t = cfg.train
     errors = [r["test_error"] for r in history if r["test_error"] is not None]
     return {
-        "test_error": history[-1]["test_error"],  # None: no test set
-        "best_test_error": min(errors) if errors else None,  # read off the test set
-        # (true class, predicted class, test images) at the end; None in older runs
-        "worst_confusion": history[-1].get("worst_confusion"),
+        "format": METRICS_FORMAT,
+        "test_error_percent": percent(history[-1]["test_error"]),  # None: no test set
+        # the lowest epoch's, read off the test set (a reference, not a result)
+        "best_test_error_percent": percent(min(errors)) if errors else None,
+        # the largest mix-up at the end; None without a test set
+        "worst_confusion": confusion_entry(history[-1].get("worst_confusion"), class_names),
         "epochs": t.epochs,
         "labels": n_labeled,  # the labeled images used, however they were chosen
         "train_images": n_train,  # N_U: the unlabeled set, all training images trained on
@@ -84,7 +89,7 @@ def final_metrics(history: list[dict], skipped: int, cfg, n_labeled: int, n_trai
         "supervised_only": t.supervised_only,
         "skipped_batches": skipped,  # batches with a NaN / inf loss or gradient, not learned
         "wall_seconds": history[-1]["wall_seconds"],
-        "test_error_curve": [r["test_error"] for r in history],
+        "test_error_percent_by_epoch": [percent(r["test_error"]) for r in history],
     }
 
 
@@ -109,7 +114,12 @@ def after_nonfinite(last_saved: str | None, out: Path) -> str:
 
 
 def describe_error(err: float | None) -> str:
-    return "no test set" if err is None else f"test error {100 * err:.2f} %"
+    """A fraction of test images misclassified, in words."""
+    return describe_percent(percent(err))
+
+
+def describe_percent(pct: float | None) -> str:
+    return "no test set" if pct is None else f"test error {pct:.2f} %"
 
 
 def describe_confusion(worst: list[int] | None, class_names: list[str]) -> str:

@@ -28,15 +28,18 @@ order picked (`rank` 1..n): labeling only the first m keeps the spread.
 The CSV (written atomically, its text cells as drmm predict writes them: drmm.files.csv_cell):
 `image` (for a folder:DIR run the file's path relative to DIR, as the run's data names it; else
 the training-set index), `predicted` (class name), `margin`, `render_error` (empty for a run
-that never learned to render), `score` (what was ranked: higher = more worth labeling) and
-`rank`. For folder data: move each named file into DIR/labeled/<its class>/ and train again.
-For every other data set an .npy beside the CSV (to_label.npy) holds the union of the run's
-labeled indices and the suggested ones, for `drmm train ... --labeled-indices to_label.npy`:
-with a built-in data set the true labels of the suggested images already exist, so this
-simulates a labeler (benchmarks/own_data/label_loop.py); with an npz, label those images in y_train
-first. (Folder data gets no .npy: moving the files changes the training set's order.) Neither
-file may replace a file of a run (RUN/labeled_indices.csv would write RUN/labeled_indices.npy):
-refused before anything is loaded.
+that never learned to render), `score` (what was ranked: higher = more worth labeling), `rank`
+(the row number) and `label`, empty, for the person who labels them. Beside it, contact sheets
+to label them by eye (to_label.png and to_label.html, drmm/contact_sheet.py): each image with
+its row number and predicted class. For folder data: fill the label column, and `drmm label
+to_label.csv --folder DIR` (drmm/label.py) moves each labeled file into DIR/labeled/<label>/;
+train again. For every other data set an .npy beside the CSV (to_label.npy) holds the union of
+the run's labeled indices and the suggested ones, for `drmm train ... --labeled-indices
+to_label.npy`: with a built-in data set the true labels of the suggested images already exist,
+so this simulates a labeler (benchmarks/own_data/label_loop.py); with an npz, label those images
+in y_train first. (Folder data gets no .npy: moving the files changes the training set's
+order.) Neither file may replace a file of a run (RUN/labeled_indices.csv would write
+RUN/labeled_indices.npy): refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import torch
 
 from drmm import scores
 from drmm.checkpoint import load_trained_model
+from drmm.contact_sheet import write_contact_sheets
 from drmm.data import UNLABELED, Dataset, load_run_data, training_subset
 from drmm.data.images import Images, take
 from drmm.errors import DRMMError, require_device
@@ -190,12 +194,12 @@ def write_csv(path: Path, sug: Suggestions, names: list[str], class_names: list[
     def write(f) -> None:
         text = csv_stream(f)
         rows = csv.writer(text)
-        rows.writerow(["image", "predicted", "margin", "render_error", "score", "rank"])
+        rows.writerow(["image", "predicted", "margin", "render_error", "score", "rank", "label"])
         errs = sug.render_error if sug.render_error is not None else [None] * len(sug.indices)
         for rank, (i, c, m, e, v) in enumerate(zip(sug.indices, sug.predicted, sug.margin, errs,
                                                    sug.score, strict=True), start=1):
             rows.writerow([csv_cell(names[i]), csv_cell(class_names[c]), f"{m:.6f}",
-                           "" if e is None else f"{e:.6g}", f"{v:.6f}", rank])
+                           "" if e is None else f"{e:.6g}", f"{v:.6f}", rank, ""])
         text.flush()
         text.detach()  # leave f open: atomic_write flushes, syncs and renames it
 
@@ -236,16 +240,21 @@ def cmd_suggest(args) -> int:
     sug = suggest(model, cfg, ts.data.x_train, pool, args.n, args.score, args.batch_size,
                   args.device, args.seed)
     write_csv(out, sug, ts.names, ts.data.class_names)
+    pixels = ts.data.x_train.pixels[torch.from_numpy(sug.indices)]  # (n, C, H, W) uint8
+    write_contact_sheets(out, pixels.permute(0, 2, 3, 1).numpy(),
+                         [ts.names[i] for i in sug.indices],
+                         [ts.data.class_names[c] for c in sug.predicted])
     classes = len(np.unique(sug.predicted))
-    then = ""
+    sheets = f" (and {out.with_suffix('.png')}, {out.with_suffix('.html')} to look at)"
     if ts.folder is not None:
-        then = f"; move each into {ts.folder / 'labeled'}/<its class>/ and train again"
+        then = (f"{sheets}; fill its label column, then drmm label {out} --folder {ts.folder}"
+                " moves each into labeled/<label>/; train again")
     else:
         npy = out.with_suffix(".npy")
         union = labeled_union(ts.labeled, sug)
         write_indices(npy, union)
-        then = (f" and {npy} ({len(union)} labeled indices: train again with --labeled-indices"
-                f" {npy})")
+        then = (f"{sheets} and {npy} ({len(union)} labeled indices: train again with"
+                f" --labeled-indices {npy})")
     print(f"wrote {out}: {args.n} of {len(pool)} unlabeled images to label (score {args.score},"
           f" {classes} predicted classes){then}")
     return 0

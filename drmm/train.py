@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from drmm import distributed
+from drmm.board import Board
 from drmm.checkpoint import (
     CHECKPOINT,
     ID_KEY,
@@ -55,6 +55,7 @@ from drmm.losses import GRAPH, needed
 from drmm.model import DRMM, feature_sizes
 from drmm.optim import make_optimizer
 from drmm.precision import resolve_precision, step_autocast, warn_slow_precision
+from drmm.progress import bar_shown
 from drmm.records import (
     after_nonfinite,
     epoch_line,
@@ -65,6 +66,7 @@ from drmm.records import (
     start_run_files,
     write_metrics,
 )
+from drmm.report import RunData, write_report
 from drmm.run_folder import check_new_run_folder, one_run_per_folder
 from drmm.run_folder import run_id as folder_run_id
 from drmm.scores import novelty_calibration
@@ -152,7 +154,7 @@ class Trainer:
     steps_per_epoch: int
     wall0: float  # perf_counter at the run's start, the time before a resume included
     bar: tqdm
-    writer: SummaryWriter | None  # rank 0, if asked
+    writer: Board | None  # rank 0, if asked
     precision: tuple[str, str]  # the step's precision, fp32 or bf16, and why (precision.py)
 
     def close(self) -> None:
@@ -195,10 +197,10 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     graph = graph_targets(cfg, dist, data, labeled, run.epoch, spe)
     if dist.is_main:  # the first files: every check that can refuse the run is behind us
         start_run_files(out, cfg, opened.labeled, run.history, opened.run_id)
-    writer = (SummaryWriter(str(out / "tb"), purge_step=len(run.history) + 1)
+    writer = (Board(str(out / "tb"), purge_step=len(run.history) + 1)
               if dist.is_main and t.tensorboard else None)  # purge: events past the checkpoint
-    bar = tqdm(total=spe, disable=not (progress and dist.is_main), dynamic_ncols=True,
-               leave=False)
+    bar = tqdm(total=spe, disable=not bar_shown(progress and dist.is_main), dynamic_ncols=True,
+               leave=False)  # a log gets the epoch lines alone
     return Trainer(cfg=cfg, out=out, dist=dist, model=model, stepper=stepper, opt=opt,
                    sched=sched, gen=gen, run=run, ckpt=ckpt, data=data, labeled=labeled,
                    graph=graph, steps_per_epoch=spe, wall0=wall0, bar=bar, writer=writer,
@@ -295,17 +297,28 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
                  if last else None)
     if tr.dist.is_main:
         log_epoch(tr.out, record, tr.writer)
+    if tr.writer is not None:  # the confusion matrix and renderings, within their time share
+        d = tr.data
+        tr.writer.epoch_figures(record, tr.model, d.x_test if d.has_test else None,
+                                d.y_test if d.has_test else None, d.x_train, d.class_names,
+                                t.eval_batch_size, run.epoch == t.epochs)
 
 
 def finish(tr: Trainer) -> dict:
-    """The run's final metrics (metrics.json) and a picture of test images rendered back."""
+    """The run's final metrics (metrics.json), a picture of test images rendered back, and the
+    run's report (report.html)."""
+    d = tr.data
     metrics = final_metrics(tr.run.history, tr.run.skipped, tr.cfg, len(tr.labeled),
-                            len(tr.data.x_train))
+                            len(d.x_train), d.class_names)
     metrics["precision"], metrics["precision_reason"] = tr.precision
     if tr.dist.is_main:
         write_metrics(tr.out, metrics)
-        save_reconstructions(tr.model, tr.data.x_test if tr.data.has_test else tr.data.x_train,
+        save_reconstructions(tr.model, d.x_test if d.has_test else d.x_train,
                              tr.out / "reconstructions.png")
+        if tr.cfg.train.report:
+            x_test, y_test = (d.x_test, d.y_test) if d.has_test else (None, None)
+            write_report(tr.out, tr.model, tr.cfg, RunData(d.x_train, d.y_train, x_test, y_test,
+                         d.class_names, tr.labeled.numpy()), tr.run.history, metrics)
     return metrics
 
 

@@ -73,7 +73,8 @@ def tiny_config(**train) -> Config:
     cfg.model.arch = "conv_tiny"
     cfg.train.labels, cfg.train.batch_size, cfg.train.epochs = 8, 20, 2
     cfg.train.lr, cfg.train.lr_final = 0.1, 0.01
-    cfg.train.tensorboard, cfg.train.precision = False, "fp32"  # fp32: the same bits anywhere
+    cfg.train.tensorboard = cfg.train.report = False
+    cfg.train.precision = "fp32"  # the same bits on every CPU
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
@@ -137,10 +138,11 @@ def tiny_train(dataset: str, out: Path, yaml: str, *extra: str) -> list[str]:
 
 
 def write_yaml(folder: Path) -> str:
-    """A --config file that switches TensorBoard off (its import alone costs seconds) and pins
-    fp32 (the same arithmetic on every CPU; a test of bf16 passes --precision bf16)."""
+    """A --config file that switches TensorBoard off (its import alone costs seconds) and the
+    report (a second or two of matplotlib), and pins fp32 (the same arithmetic on every CPU; a
+    test of bf16 passes --precision bf16)."""
     path = folder / "quiet.yaml"
-    path.write_text("train:\n  tensorboard: false\n  precision: fp32\n")
+    path.write_text("train:\n  tensorboard: false\n  report: false\n  precision: fp32\n")
     return str(path)
 
 

@@ -19,15 +19,15 @@ def test_train_digits_writes_the_run_folder(tmp_path, capsys):
     assert main(["train", "--dataset", "digits", "--labels", "50", "--epochs", "1", "--seed", "0",
                  "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"test_error", "epochs", "labels", "seed"} <= set(metrics)
+    assert {"test_error_percent", "epochs", "labels", "seed"} <= set(metrics)
     assert (metrics["epochs"], metrics["labels"], metrics["seed"]) == (1, 50, 0)
-    assert 0.0 <= metrics["test_error"] <= 1.0
+    assert 0.0 <= metrics["test_error_percent"] <= 100.0
     for name in ("labeled_indices.npy", "checkpoint.pt", "reconstructions.png", "metrics.jsonl"):
         assert (out / name).is_file(), name
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out / "checkpoint.pt")]) == 0
     printed = capsys.readouterr().out
-    assert f"test error {100 * metrics['test_error']:.2f} %" in printed
+    assert f"test error {metrics['test_error_percent']:.2f} %" in printed
 
 
 @pytest.mark.parametrize("args,msg", [

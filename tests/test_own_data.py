@@ -114,7 +114,7 @@ def test_npz_with_unlabeled_images_and_no_test_set(tmp_path, capsys):
     assert "no test set after 2 epochs (8 labels" in capsys.readouterr().out
     assert np.array_equal(np.load(out / "labeled_indices.npy"), np.arange(8))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_error"] is None and metrics["labels"] == 8
+    assert metrics["test_error_percent"] is None and metrics["labels"] == 8
 
 
 def test_labels_draws_among_labeled_images_only():
@@ -187,7 +187,7 @@ def folder_run(tmp_path_factory):
 def test_folder_training_run(folder_run, capsys):
     root, _, out = folder_run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["labels"] == 8 and metrics["test_error"] is not None
+    assert metrics["labels"] == 8 and metrics["test_error_percent"] is not None
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["class_names"] == CLASSES
     # the stored statistics are the training images' own (labeled and unlabeled)
@@ -205,13 +205,13 @@ def test_predict_csv(folder_run, tmp_path, capsys):
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 24
-    assert list(rows[0]) == ["image", "predicted", "probability", *[f"p_{c}" for c in CLASSES],
-                             "novelty"]
+    assert list(rows[0]) == ["image", "true", "predicted", "probability",
+                             *[f"p_{c}" for c in CLASSES], "novelty"]
     predictor = drmm.load(out)
     files = sorted((root / "test").rglob("*.png"))
     probs = predictor.predict([Image.open(p) for p in files]).probabilities  # (24, 4)
     for row, path, p in zip(rows, files, probs, strict=True):
-        assert row["image"] == str(path)
+        assert row["image"] == str(path) and row["true"] == path.parent.name
         got = np.array([float(row[f"p_{c}"]) for c in CLASSES])
         np.testing.assert_allclose(got, p.numpy(), atol=1e-6)
         assert abs(got.sum() - 1) < 1e-4

@@ -158,13 +158,13 @@ def test_force_resume_continues_and_warns(tmp_path, capsys):
                     force_resume=True, data=tiny_dataset(), progress=False)
     assert ("changed settings: train.lr: 0.1 -> 0.05; train.lr_final: 0.01 -> 0.001"
             in capsys.readouterr().err)
-    assert metrics["epochs"] == 2 and len(metrics["test_error_curve"]) == 2
+    assert metrics["epochs"] == 2 and len(metrics["test_error_percent_by_epoch"]) == 2
     # Halving lr halved the current rate; from there the decay was re-planned to reach the new
     # lr_final at the last step (the rate recorded after it is one more decay step on).
     gamma = load_checkpoint(out / "checkpoint.pt")["scheduler"]["gamma"]
     assert gamma == pytest.approx((0.001 / (0.5 * lr_then)) ** (1 / 7))
-    assert metrics["test_error_curve"][0] == json.loads(
-        (out / "metrics.jsonl").read_text().splitlines()[0])["test_error"]
+    assert metrics["test_error_percent_by_epoch"][0] == pytest.approx(100 * json.loads(
+        (out / "metrics.jsonl").read_text().splitlines()[0])["test_error"], abs=1e-9)
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["lr"] == pytest.approx(0.001 * gamma)
 

@@ -72,8 +72,8 @@ def test_table_matches_the_runs(table_dir):
     assert list(rows) == ["DRMM", "+KL+NN"]
     for row, slug, paper in (("DRMM", "drmm", 21.73), ("+KL+NN", "kl-nn", 0.91)):
         runs = [run_metrics(table_dir, f"{slug}-nl50-seed{s}") for s in (0, 1)]
-        end = [100 * m["test_error"] for m in runs]
-        best = [100 * m["best_test_error"] for m in runs]
+        end = [m["test_error_percent"] for m in runs]
+        best = [m["best_test_error_percent"] for m in runs]
         r = rows[row]
         assert float(r["err_end_mean"]) == pytest.approx(statistics.fmean(end), abs=1e-3)
         assert float(r["err_end_std"]) == pytest.approx(statistics.stdev(end), abs=1e-3)
@@ -134,7 +134,7 @@ def test_an_interrupted_table_resumes(table_dir, tiny_npz, tmp_path, monkeypatch
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]  # epoch 1 was not trained again
     resumed, whole = run_metrics(out, "drmm-nl50-seed0"), run_metrics(table_dir,
                                                                       "drmm-nl50-seed0")
-    assert resumed["test_error_curve"] == whole["test_error_curve"]
+    assert resumed["test_error_percent_by_epoch"] == whole["test_error_percent_by_epoch"]
 
 
 def test_other_settings_in_the_same_out_are_refused(table_dir, tiny_npz, capsys):

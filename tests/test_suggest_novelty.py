@@ -25,7 +25,7 @@ from drmm.cli import main
 from drmm.model import DRMM, ModelConfig
 from drmm.predictor import Predictions
 
-CSV_COLUMNS = ["image", "predicted", "margin", "render_error", "score", "rank"]
+CSV_COLUMNS = ["image", "predicted", "margin", "render_error", "score", "rank", "label"]
 
 
 def read_csv(path):
@@ -152,7 +152,7 @@ def test_suggest_folder_names_files_to_move(folder_run, tmp_path, capsys):
     out = tmp_path / "to_label.csv"
     assert main(["suggest", "--checkpoint", str(run), "--n", "8", "--out", str(out)]) == 0
     said = capsys.readouterr().out
-    assert "move each into" in said and "labeled" in said
+    assert f"drmm label {out} --folder {root}" in said and "labeled/<label>/" in said
     rows = read_csv(out)
     assert len(rows) == 8 and len({r["predicted"] for r in rows}) > 1
     for r in rows:  # the run's own path of an unlabeled file, relative to the folder

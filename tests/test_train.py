@@ -107,7 +107,7 @@ def test_reconstruction_error_falls(tmp_path):
 def test_same_seed_same_run(tmp_path):
     a = train(tiny_config(), tmp_path / "a", data=fabricated(), progress=False)
     b = train(tiny_config(), tmp_path / "b", data=fabricated(), progress=False)
-    assert a["test_error_curve"] == b["test_error_curve"]
+    assert a["test_error_percent_by_epoch"] == b["test_error_percent_by_epoch"]
     sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -117,9 +117,11 @@ def test_run_folder_contents(tmp_path):
     metrics = train(tiny_config(), tmp_path, data=fabricated(), progress=False)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
-    assert 0.0 <= saved["test_error"] <= 1.0 and saved["epochs"] == 2
-    true, pred, n = saved["worst_confusion"]  # the largest mix-up, within the 40 test images
-    assert true != pred and 0 <= n <= round(saved["test_error"] * 40)
+    assert 0.0 <= saved["test_error_percent"] <= 100.0 and saved["epochs"] == 2
+    worst = saved["worst_confusion"]  # the largest mix-up, within the 40 test images, by name
+    assert set(worst) == {"true", "predicted", "count"} and worst["true"] != worst["predicted"]
+    assert {worst["true"], worst["predicted"]} <= {"0", "1"}
+    assert 0 <= worst["count"] <= round(saved["test_error_percent"] / 100 * 40)
     idx = np.load(tmp_path / "labeled_indices.npy")
     assert len(idx) == 8 and np.bincount(fabricated().y_train.numpy()[idx]).tolist() == [4, 4]
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
@@ -151,4 +153,4 @@ def test_bf16_autocast_trains_with_finite_losses(tmp_path):
     metrics = train(tiny_config(precision="bf16"), tmp_path, data=fabricated(), progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r[f"train_{k}"]) for r in records for k in ("loss", "ce", "rc", "kl"))
-    assert 0.0 <= metrics["test_error"] <= 1.0
+    assert 0.0 <= metrics["test_error_percent"] <= 100.0

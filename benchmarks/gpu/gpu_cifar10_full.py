@@ -124,11 +124,11 @@ def train_full(a) -> dict:
     report = {"device": name, "torch": torch.__version__, "preset": "cifar10",
               "labels": metrics["labels"], "train_images": metrics["train_images"],
               "epochs": t.epochs, "plan": plan, "seed": a.seed,
-              "test_error_end": metrics["test_error"],
+              "test_error_end": metrics["test_error_percent"] / 100,
               "train_wall_seconds": metrics["wall_seconds"],
               "call_seconds": time.time() - start}
     write_json(out / "gpu_cifar10_full.json", report)
-    print(f"gpu_cifar10_full: test error {100 * metrics['test_error']:.2f} % at the end of"
+    print(f"gpu_cifar10_full: test error {metrics['test_error_percent']:.2f} % at the end of"
           f" {t.epochs} epochs, N_L {metrics['labels']}, {metrics['train_images']} training"
           f" images, {metrics['wall_seconds'] / 60:.1f} min of training")
     return report

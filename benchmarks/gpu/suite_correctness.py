@@ -122,8 +122,9 @@ def exact_resume(a, cfg, data, device, work: Path) -> dict:
     m_res = train(rcfg, crashed, resume=True, data=tiny, progress=False)
     diff = max_abs_diff(load_checkpoint(ref)["model"], load_checkpoint(crashed)["model"])
     return rec | {"resume_weights_max_abs_diff": diff, "resume_exact": diff == 0.0,
-                  "resume_test_error_curves": {"uninterrupted": m_ref["test_error_curve"],
-                                               "resumed": m_res["test_error_curve"]}}
+                  "resume_test_error_curves": {
+                      "uninterrupted": m_ref["test_error_percent_by_epoch"],
+                      "resumed": m_res["test_error_percent_by_epoch"]}}
 
 
 def part_correctness(a) -> None:

@@ -101,16 +101,17 @@ def run_training(a, part: str, cfg, data, device, name: str, extra: dict) -> Non
         "labels": metrics["labels"],
         "train_images": metrics["train_images"],
         "test_images": len(data.y_test),
-        "test_error_end": metrics["test_error"],
-        "test_error_best_during_training_read_off_test_set": metrics["best_test_error"],
+        "test_error_end": history[-1]["test_error"],
+        "test_error_best_during_training_read_off_test_set": min(r["test_error"]
+                                                                 for r in history),
         "images_per_s_mean": sum(speeds) / len(speeds),
         "seconds_per_epoch_mean": sum(r["epoch_seconds"] for r in history) / len(history),
         "train_wall_seconds": metrics["wall_seconds"],
-        "test_error_curve": metrics["test_error_curve"],
+        "test_error_curve": [r["test_error"] for r in history],
     }
     finish(out, part, rec,
-           f"test error {100 * metrics['test_error']:.2f} % after {t.epochs} epochs (best"
-           f" during training {100 * metrics['best_test_error']:.2f} %, read off the test set),"
+           f"test error {metrics['test_error_percent']:.2f} % after {t.epochs} epochs (best"
+           f" during training {metrics['best_test_error_percent']:.2f} %, read off the test set),"
            f" N_L {metrics['labels']}, {metrics['train_images']} training images,"
            f" {rec['images_per_s_mean']:.0f} images/s, {rec['seconds_per_epoch_mean']:.1f} s per"
            f" epoch{', augmented' if rec['augmentation'] else ''}; paper: {PAPER_ERROR[part]}")

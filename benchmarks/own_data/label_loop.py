@@ -19,7 +19,6 @@ stopped. Tiny mode (a test): --epochs 1 --seeds 0 --unlabeled 300.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from drmm.checkpoint import CHECKPOINT, load_trained_model
 from drmm.config import preset
 from drmm.files import write_json
+from drmm.metrics import read_metrics
 from drmm.suggest import SCORES, labeled_union, load_training_set, suggest, write_indices
 from drmm.train import train
 
@@ -49,7 +49,7 @@ def config(dataset: str, seed: int, epochs: int | None, data_dir: str | None, **
 def run(cfg, out: Path) -> dict:
     """The run's final metrics: read back if finished, resumed if killed, else trained."""
     if (out / "metrics.json").is_file():
-        return json.loads((out / "metrics.json").read_text())
+        return read_metrics(out)  # any drmm version's
     return train(cfg, out, resume=(out / CHECKPOINT).is_file(), progress=False)
 
 
@@ -61,9 +61,10 @@ def loop_seed(a, seed: int) -> list[dict]:
                       unlabeled=a.unlabeled)
     base = run(base_cfg, work / "base")
     records = [{"seed": seed, "strategy": "base", "labels": base["labels"],
-                "test_error": base["test_error"], "minutes": base["wall_seconds"] / 60}]
+                "test_error": base["test_error_percent"] / 100,
+                "minutes": base["wall_seconds"] / 60}]
     print(f"label_loop: seed {seed}, {base['labels']} labels: test error"
-          f" {100 * base['test_error']:.2f} %", flush=True)
+          f" {base['test_error_percent']:.2f} %", flush=True)
     model, cfg, state = load_trained_model(work / "base")
     ts = load_training_set(cfg, state, cfg.train.data_dir, verify=cfg.train.verify)
     pool = ts.pool()
@@ -78,13 +79,14 @@ def loop_seed(a, seed: int) -> list[dict]:
         picked = y[sug.indices]
         records.append({
             "seed": seed, "strategy": strategy, "labels": metrics["labels"],
-            "test_error": metrics["test_error"], "minutes": metrics["wall_seconds"] / 60,
+            "test_error": metrics["test_error_percent"] / 100,
+            "minutes": metrics["wall_seconds"] / 60,
             "picked_true_classes": np.bincount(picked, minlength=len(ts.data.class_names)
                                                ).tolist(),
             "picked_wrong_by_base": int((sug.predicted != picked).sum()),
             "seconds": time.perf_counter() - t0})
         print(f"label_loop: seed {seed}, {strategy}: {metrics['labels']} labels, test error"
-              f" {100 * metrics['test_error']:.2f} % ({records[-1]['picked_wrong_by_base']} of"
+              f" {metrics['test_error_percent']:.2f} % ({records[-1]['picked_wrong_by_base']} of"
               f" the {a.n} picked were misclassified by the {base['labels']}-label run)",
               flush=True)
     print(f"label_loop: seed {seed} took {(time.perf_counter() - started) / 60:.1f} min",

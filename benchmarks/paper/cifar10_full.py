@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import cpu_name, train_or_reuse
-from drmm.data import CIFAR10_NAMES
 from drmm.files import write_json
 
 
@@ -38,15 +37,15 @@ def train(out: Path, seed: int, epochs: int | None, supervised: bool, args) -> d
     flags += ["--supervised-only"] if supervised else []
     metrics = train_or_reuse(out, flags)
     history = [json.loads(line) for line in (out / "metrics.jsonl").open()]
-    true, called, count = metrics["worst_confusion"]
+    worst = metrics["worst_confusion"]
     return {"run": str(out), "seed": seed, "supervised_only": supervised,
             "epochs": metrics["epochs"], "labels": metrics["labels"],
             "train_images": metrics["train_images"],
-            "test_error_pct": round(100 * metrics["test_error"], 2),
+            "test_error_pct": round(metrics["test_error_percent"], 2),
             "hours": round(metrics["wall_seconds"] / 3600, 2),
             "images_per_s": round(statistics.median(r["images_per_s"] for r in history), 1),
-            "largest_mix_up": f"{count} {CIFAR10_NAMES[true]}s called {CIFAR10_NAMES[called]}",
-            "test_error_curve_pct": [round(100 * e, 2) for e in metrics["test_error_curve"]]}
+            "largest_mix_up": f"{worst['count']} {worst['true']}s called {worst['predicted']}",
+            "test_error_curve_pct": [round(e, 2) for e in metrics["test_error_percent_by_epoch"]]}
 
 
 def main(args) -> dict:

@@ -62,7 +62,8 @@ def cnn_error(x_train, bins_train, x_test, bins_test, epochs: int, arch: str) ->
     data = Dataset("latent bins", x_train, torch.from_numpy(bins_train), x_test,
                    torch.from_numpy(bins_test), num_classes=int(bins_train.max()) + 1)
     with tempfile.TemporaryDirectory() as tmp:
-        return train(cfg, Path(tmp) / "run", data=data, progress=False)["test_error"]
+        return train(cfg, Path(tmp) / "run", data=data,
+                     progress=False)["test_error_percent"] / 100
 
 
 def main(argv=None) -> dict:

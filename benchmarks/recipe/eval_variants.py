@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import torch
@@ -38,6 +37,7 @@ from benchmarks.common import load_run, run_arguments
 from drmm.checkpoint import resolve_checkpoint
 from drmm.evaluate import predicted_classes
 from drmm.files import write_json
+from drmm.metrics import read_metrics
 
 
 def recompute_bn(model, x_train: torch.Tensor, images: int = 5000, batch: int = 500) -> None:
@@ -98,7 +98,8 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         rows.append(record(f"tta_{r}", tta_classes(model, x, r), time.perf_counter() - t))
     metrics = resolve_checkpoint(args.run).parent / "metrics.json"  # what the run recorded
-    recorded = json.loads(metrics.read_text())["test_error"] if metrics.exists() else None
+    recorded = (read_metrics(metrics)["test_error_percent"] / 100 if metrics.exists()
+                else None)
     result = {"run": str(args.run), "recorded_test_error": recorded, "test_images": len(y),
               "variants": rows}
     if args.out:

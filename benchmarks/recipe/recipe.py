@@ -51,7 +51,7 @@ def run(dataset: str, variant: str, seed: int, extra: dict, data_dir: str | None
         metrics = train(cfg, Path(tmp) / "run", progress=False)
         history = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").open()]
     return {"dataset": dataset, "variant": variant, "seed": seed, "overrides": extra,
-            "test_error": metrics["test_error"], "curve": metrics["test_error_curve"],
+            "test_error": history[-1]["test_error"], "curve": [r["test_error"] for r in history],
             "minutes": metrics["wall_seconds"] / 60, "epochs": metrics["epochs"],
             "images_per_s": statistics.median(r["images_per_s"] for r in history)}
 

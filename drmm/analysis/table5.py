@@ -16,6 +16,7 @@ from pathlib import Path
 
 from drmm.errors import DRMMError
 from drmm.files import atomic_write
+from drmm.metrics import read_metrics
 from drmm.reproduce.report import describe_settings
 
 # The paper's Table 5: test error (%) on its Blender set, ConvLarge 9-layer networks, N_U = 50K.
@@ -27,8 +28,7 @@ def read_run(folder: str) -> tuple[dict, dict]:
     run = Path(folder)
     if not (run / "metrics.json").is_file():
         raise DRMMError(f"{run} has no metrics.json; is the run finished? (drmm train --out {run})")
-    return (json.loads((run / "metrics.json").read_text()),
-            json.loads((run / "config.json").read_text()))
+    return read_metrics(run), json.loads((run / "config.json").read_text())
 
 
 def describe(cfg: dict) -> str:
@@ -61,7 +61,8 @@ def table(drmm_run: str, dcn_run: str) -> str:
                             PAPER["Conv Large 9-layer (DCN)"]),
                            ("DRMM + KL and NN penalty", m_drmm,
                             PAPER["DRMM 9-layer + KL and NN penalty"])):
-        lines.append(f"| {name} | {100 * m['test_error']:.2f} | {100 * m['best_test_error']:.2f}"
+        lines.append(f"| {name} | {m['test_error_percent']:.2f}"
+                     f" | {m['best_test_error_percent']:.2f}"
                      f" | {m['wall_seconds'] / 60:.0f} min | {paper.get(n_l, '-')} |")
     lines += ["", "Settings:", f"- DRMM: {describe(c_drmm)}", f"- DCN: {describe(c_dcn)}",
               f"- data: {c_drmm['train']['dataset']}", ""]

@@ -11,11 +11,15 @@ import hashlib
 import http.client
 import os
 import shutil
+import sys
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 from drmm.errors import DRMMError
 from drmm.files import mkstemp_shared
+from drmm.progress import on_terminal
 
 
 def cache_root() -> Path:
@@ -59,7 +63,7 @@ def download(urls: list[str], dest: Path, md5: str) -> Path:
         try:
             fd, tmp = mkstemp_shared(dest, ".part")  # the umask's mode, not 0600
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                shutil.copyfileobj(resp, out)
+                copy_response(resp, out, dest.name, url)
                 out.flush()
                 os.fsync(out.fileno())
             actual = md5sum(Path(tmp))
@@ -78,6 +82,20 @@ def download(urls: list[str], dest: Path, md5: str) -> Path:
         f"could not download {dest.name} ({'; '.join(errors)}); download it by hand and pass"
         " its folder with --data-dir"
     )
+
+
+def copy_response(resp, out, name: str, url: str) -> None:
+    """Copy a download into out: with a progress bar on a terminal, or one line in a log."""
+    headers = getattr(resp, "headers", None)
+    length = headers.get("Content-Length", "") if headers is not None else ""
+    total = int(length) if length.isdigit() else None
+    shown = on_terminal()
+    if not shown:
+        size = f" ({total / 1e6:.0f} MB)" if total else ""
+        print(f"drmm: downloading {name}{size} from {url}", file=sys.stderr, flush=True)
+    with tqdm.wrapattr(out, "write", total=total, desc=f"downloading {name}",
+                       disable=not shown, leave=False) as counted:
+        shutil.copyfileobj(resp, counted)
 
 
 def locate(

@@ -171,8 +171,8 @@ def reproduce(table_name: str, out: str | Path, schedule: str = "fast",
         metrics = train(run.cfg, run.folder, resume=status == "partial", progress=progress)
         record_run_info(run, table_name, schedule, n_unlabeled=metrics["train_images"])
         statuses[run.folder.name] = "done"
-        print(f"{tag}: test error {100 * metrics['test_error']:.2f} % (best during training"
-              f" {100 * metrics['best_test_error']:.2f} %), {metrics['wall_seconds']:.0f} s",
+        print(f"{tag}: test error {metrics['test_error_percent']:.2f} % (best during training"
+              f" {metrics['best_test_error_percent']:.2f} %), {metrics['wall_seconds']:.0f} s",
               flush=True)
         write_tables(out, table_name, context, runs)
     paths = write_tables(out, table_name, context, runs)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from drmm.files import atomic_write
 from drmm.losses import TERMS
+from drmm.metrics import METRICS, migrate
 from drmm.reproduce.tables import ROW_NOTES, TABLES
 
 RUN_INFO = "run_info.json"  # per run: table, row, N_L, seed, schedule, N_U, hardware
@@ -25,16 +26,17 @@ def collect(out: Path, table_name: str) -> list[dict]:
     """One record per finished run of this table in OUT/runs."""
     records = []
     for folder in sorted((out / "runs").glob("*")):
-        info, metrics = read_json(folder / RUN_INFO), read_json(folder / "metrics.json")
+        info, metrics = read_json(folder / RUN_INFO), read_json(folder / METRICS)
         if not info or not metrics or info.get("table") != table_name:
             continue
+        metrics = migrate(metrics)  # metrics.json of any drmm version
         epochs = {}
         for line in _lines(folder / "metrics.jsonl"):
             epochs[line["epoch"]] = line  # a resumed run may repeat an epoch: the last one wins
         speeds = [r["images_per_s"] for r in epochs.values() if "images_per_s" in r]
         config = read_json(folder / "config.json") or {}
-        records.append({**info, "test_error": metrics["test_error"],
-                        "best_test_error": metrics["best_test_error"],
+        records.append({**info, "test_error_percent": metrics["test_error_percent"],
+                        "best_test_error_percent": metrics["best_test_error_percent"],
                         "wall_seconds": metrics["wall_seconds"], "epochs": metrics["epochs"],
                         "images_per_s": statistics.fmean(speeds) if speeds else None,
                         "config": config})
@@ -48,9 +50,8 @@ def _lines(path: Path) -> list[dict]:
         return []
 
 
-def summarise(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None with one value), in percent."""
-    pct = [100 * v for v in values]
+def summarise(pct: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None with one value) of percentages."""
     return statistics.fmean(pct), (statistics.stdev(pct) if len(pct) > 1 else None)
 
 
@@ -124,8 +125,8 @@ def table_rows(table_name: str, records: list[dict], runs: list) -> list[dict]:
         entry = {"row": row, "labels": n, "seeds": [r["seed"] for r in done], "pending": pending,
                  "paper": table.paper.get(row, {}).get(n), "records": done}
         if done:
-            entry["end"] = summarise([r["test_error"] for r in done])
-            entry["best"] = summarise([r["best_test_error"] for r in done])
+            entry["end"] = summarise([r["test_error_percent"] for r in done])
+            entry["best"] = summarise([r["best_test_error_percent"] for r in done])
             entry["wall"] = [r["wall_seconds"] for r in done]
             speeds = [r["images_per_s"] for r in done if r["images_per_s"]]
             entry["images_per_s"] = statistics.fmean(speeds) if speeds else None
