@@ -8,14 +8,11 @@ import json
 import os
 import re
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (
     CLASSES,
-    cli_train_args,
     make_folder,
     one_line_error,
     tiny_train,
@@ -25,18 +22,10 @@ from helpers import (
 from PIL import Image
 
 import drmm.label
+from benchmarks.own_data import label_round_trip
 from drmm.cli import main
 from drmm.contact_sheet import COLUMNS
 from drmm.data.folder import decode, load_folder
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import label_round_trip  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DRMM_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +97,7 @@ def test_suggest_writes_a_label_column_and_contact_sheets(suggested, folder_run)
 def test_contact_sheet_of_a_built_in_style_run_shows_the_images(tmp_path, capsys):
     dataset = write_npz(tmp_path / "d.npz")
     run = tmp_path / "run"
-    assert main(cli_train_args(dataset, run, write_yaml(tmp_path))) == 0
+    assert main(tiny_train(dataset, run, write_yaml(tmp_path), "--labels", "8")) == 0
     out = tmp_path / "s.csv"
     assert main(["suggest", "--checkpoint", str(run), "--n", "5", "--out", str(out)]) == 0
     assert "s.png" in capsys.readouterr().out

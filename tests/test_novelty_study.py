@@ -1,17 +1,12 @@
-"""benchmarks/novelty_study.py: the rank combinations by hand, the sets, and a tiny run."""
+"""benchmarks/own_data/novelty_study.py: the rank combinations by hand, the sets, and a tiny run."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli_train_args, write_npz, write_yaml
+from helpers import tiny_train, write_npz, write_yaml
 
+from benchmarks.own_data import novelty_study
 from drmm.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import novelty_study  # noqa: E402
 
 
 def test_ranks_against_the_training_images():
@@ -38,7 +33,8 @@ def test_shuffled_keeps_each_images_pixels():
 def test_study_of_a_tiny_run(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("DRMM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    assert main(cli_train_args(write_npz(tmp_path / "d.npz"), run, write_yaml(tmp_path))) == 0
+    assert main(tiny_train(write_npz(tmp_path / "d.npz"), run, write_yaml(tmp_path), "--labels",
+                           "8")) == 0
     out = tmp_path / "study.json"
     report = novelty_study.main(["--run", f"tiny={run}", "--data-dir", str(shared_data),
                                  "--limit", "16", "--calibration", "40", "--out", str(out)])

@@ -1,7 +1,7 @@
 """Novelty scores judged across trained models and out-of-distribution sets: the rendering
 error, max-softmax, and their rank average.
 
-    python benchmarks/novelty_study.py --data-dir ../shared/data \
+    python -m benchmarks.own_data.novelty_study --data-dir ../shared/data \
         --run digits=runs/digits --run mnist_png=runs/mnist-png --in mnist_png=held-out/ \
         --run cifar_png=runs/photos --out results/novelty_study.json
 

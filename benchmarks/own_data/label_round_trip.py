@@ -1,9 +1,9 @@
 """The labeling round trip with drmm's own commands, on a folder of MNIST PNG files.
 
-    OMP_NUM_THREADS=1 python benchmarks/label_round_trip.py --data-dir ../shared/data \
+    OMP_NUM_THREADS=1 python -m benchmarks.own_data.label_round_trip --data-dir ../shared/data \
         --work runs/round-trip --out results/label_round_trip.json
 
-1. builds DIR (benchmarks/own_data.py's layout: --per-class labeled images per class,
+1. builds DIR (benchmarks/own_data/own_data.py's layout: --per-class labeled images per class,
    --unlabeled unlabeled ones) and a held-out folder of test images in class sub-folders;
 2. `drmm train --dataset folder:DIR` (the folder preset, --epochs), and `drmm predict` on the
    held-out folder, whose class sub-folders give predict's `true` column: the error before;
@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import torch
-from own_data import build_folder  # a benchmarks/ neighbour
 
+from benchmarks.own_data.own_data import build_folder
 from drmm.cli import main as drmm
 from drmm.data.mnist import load_mnist
 from drmm.files import write_json
