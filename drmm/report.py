@@ -120,6 +120,16 @@ def write_report(out: Path, model, cfg: Config, data: RunData | None, history: l
     return path
 
 
+def used_precision(setting: str, history: list[dict], metrics: dict | None) -> str:
+    """The precision the run computed in, and why (metrics.json, or the last epoch's record);
+    the setting alone for a run from before records named it."""
+    if metrics and metrics.get("precision"):
+        return f"{metrics['precision']} ({metrics.get('precision_reason', setting)})"
+    if history and history[-1].get("precision"):
+        return f"{history[-1]['precision']} (--precision {setting})"
+    return setting
+
+
 def header(out: Path, cfg: Config, data: RunData | None, history: list[dict],
            metrics: dict | None) -> str:
     """The run in words: data, preset and what differs from it, time and precision, error."""
@@ -139,7 +149,8 @@ def header(out: Path, cfg: Config, data: RunData | None, history: list[dict],
                                                     " (stopped early: resume it)")],
              ["training time", duration(wall)
               + (f" ({speeds[len(speeds) // 2]:.0f} images/s)" if speeds else "")],
-             ["precision, device", f"{t.precision}, {t.device}"],
+             ["precision, device", f"{used_precision(t.precision, history, metrics)},"
+                                   f" {t.device}"],
              ["arch", m.arch + (", supervised only (no top-down pass)" if t.supervised_only
                                 else "")]]
     key, changed = preset_changes(cfg)
