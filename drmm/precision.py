@@ -1,12 +1,13 @@
 """The arithmetic of a run's training step: fp32, or bf16 autocast where the hardware has it.
 
 bf16 autocast runs the convolutions and matrix products in bfloat16, and the BatchNorm, ReLU
-and pooling after them on those bf16 maps; the weights and the optimizer stay float32. On a CPU with AMX or AVX512-BF16 it doubles the DRMM step (one thread: 2.2x the
-cifar10 preset's step, 1.5x ConvSmall's; results/precision.md); on a CPU that only emulates
-bf16 it is many times slower (14x on an AVX2 CPU), and on CUDA at 100 images a step the
-networks are launch-bound and bf16 gains nothing (results/gpu.md). "auto", the default, follows
-that: bf16 on a CPU that computes it natively, fp32 elsewhere. The objective, the rendering
-error and the novelty scores are always computed in float32 (drmm/losses.py, drmm/scores.py).
+and pooling after them on those bf16 maps; the weights and the optimizer stay float32. On a CPU
+with AMX or AVX512-BF16 it doubles the DRMM step (one thread: 2.2x the cifar10 preset's step,
+1.5x ConvSmall's; results/precision.md); on a CPU that only emulates bf16 it is many times
+slower (14x on an AVX2 CPU), and on CUDA at 100 images a step the networks are launch-bound and
+bf16 gains nothing (results/gpu.md). "auto", the default, follows that: bf16 on a CPU that
+computes it natively, fp32 elsewhere. The objective, the rendering error and the novelty scores
+are always computed in float32 (drmm/losses.py, drmm/scores.py).
 """
 
 from __future__ import annotations
