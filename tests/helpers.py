@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -187,3 +188,15 @@ def inject(monkeypatch, fault, at_calls):
 
 def crash(terms):
     raise RuntimeError("injected crash")
+
+
+def tiny_folder_run(tmp: Path) -> tuple[Path, dict, Path]:
+    """A DRMM trained 2 epochs (tiny_train) on make_folder's folder of PNG files under tmp, with
+    its own cache: (the folder, its arrays, the run folder). For module-scoped fixtures."""
+    from drmm.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRMM_CACHE", str(tmp / "cache"))
+        root, arrays = make_folder(tmp / "d")
+        assert main(tiny_train(f"folder:{root}", tmp / "run", write_yaml(tmp))) == 0
+    return root, arrays, tmp / "run"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from helpers import (
     CLASSES,
-    make_folder,
     one_line_error,
+    tiny_folder_run,
     tiny_train,
     write_npz,
     write_yaml,
@@ -31,12 +31,7 @@ from drmm.data.folder import decode, load_folder
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """A DRMM trained 2 epochs on a folder of PNG files; its folder is copied, never changed."""
-    tmp = tmp_path_factory.mktemp("label")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DRMM_CACHE", str(tmp / "cache"))
-        root, arrays = make_folder(tmp / "d")
-        assert main(tiny_train(f"folder:{root}", tmp / "run", write_yaml(tmp))) == 0
-    return root, arrays, tmp / "run"
+    return tiny_folder_run(tmp_path_factory.mktemp("label"))
 
 
 def read_csv(path):

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import CLASSES, make_folder, one_line_error, tiny_train, write_yaml
+from helpers import CLASSES, one_line_error, tiny_folder_run, write_yaml
 
 import drmm
 from drmm.cli import main
@@ -17,12 +17,7 @@ from drmm.progress import bar_shown
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """A DRMM trained 2 epochs on a tiny folder of PNG files (4 classes, 24 test images)."""
-    tmp = tmp_path_factory.mktemp("predict")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DRMM_CACHE", str(tmp / "cache"))
-        root, arrays = make_folder(tmp / "d")
-        assert main(tiny_train(f"folder:{root}", tmp / "run", write_yaml(tmp))) == 0
-    return root, arrays, tmp / "run"
+    return tiny_folder_run(tmp_path_factory.mktemp("predict"))
 
 
 def rows_of(text: str) -> list[dict]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    make_folder,
     one_line_error,
     tiny_arrays,
+    tiny_folder_run,
     tiny_train,
     write_npz,
     write_yaml,
@@ -53,12 +53,7 @@ def npz_runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """A DRMM trained 2 epochs on a folder of PNG files (2 labeled images per class)."""
-    tmp = tmp_path_factory.mktemp("folder")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DRMM_CACHE", str(tmp / "cache"))
-        root, _ = make_folder(tmp / "d")
-        out = tmp / "run"
-        assert main(tiny_train(f"folder:{root}", out, write_yaml(tmp))) == 0
+    root, _, out = tiny_folder_run(tmp_path_factory.mktemp("folder"))
     return root, out
 
 
