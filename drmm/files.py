@@ -193,11 +193,18 @@ def csv_stream(f) -> io.TextIOWrapper:
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     """The rows of a CSV file drmm wrote, as {column: text} with csv_cell's "'" dropped and
-    names that are not UTF-8 as the str that opens the same file."""
-    with open(path, encoding="utf-8", errors=CSV_ERRORS, newline="") as f:
-        rows = csv.reader(f)
-        header = [csv_text(c) for c in next(rows, [])]
-        return [dict(zip(header, map(csv_text, row), strict=True)) for row in rows]
+    names that are not UTF-8 as the str that opens the same file; also as a spreadsheet saves it
+    back: a byte-order mark, ";" or tab between the cells (told by the header line), a cell a
+    short row lacks as None (csv.DictReader's)."""
+    with open(path, encoding="utf-8-sig", errors=CSV_ERRORS, newline="") as f:
+        text = f.read()
+    try:  # the delimiter alone: quoting stays the csv module's own, as drmm writes it
+        delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t").delimiter
+    except csv.Error:
+        delimiter = ","
+    rows = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    return [{k if k is None else csv_text(k): csv_text(v) if isinstance(v, str) else v
+             for k, v in row.items()} for row in rows]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ Prints how many images moved into each class.
 
 from __future__ import annotations
 
-import csv
 import glob
 import os
 from collections import Counter
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drmm.errors import DRMMError
-from drmm.files import CSV_ERRORS, csv_text, require_dir, require_file
+from drmm.files import read_csv, require_dir, require_file
 
 
 def register(subparsers) -> None:
@@ -53,16 +52,9 @@ class Move:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The CSV's rows as dicts; needs `image` and `label` columns."""
-    # A spreadsheet may add a byte-order mark; a file name that is not UTF-8 is kept as the
-    # surrogate escapes that open the same file (drmm.files.CSV_ERRORS, as predict wrote it).
-    text = path.read_text(encoding="utf-8-sig", errors=CSV_ERRORS)
-    try:
-        dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    rows = [{k: csv_text(v) if isinstance(v, str) else v for k, v in row.items()}  # no "'"
-            for row in csv.DictReader(text.splitlines(), dialect=dialect)]
+    """The CSV's rows as dicts (drmm.files.read_csv: as suggest wrote it, or as a spreadsheet
+    saved it back); needs `image` and `label` columns."""
+    rows = read_csv(path)
     columns = set(rows[0]) if rows else set()
     if not {"image", "label"} <= columns:
         raise DRMMError(f"{path} has no image and label columns (it has {sorted(columns)});"
