@@ -57,9 +57,13 @@ def step_autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def warn_slow_precision(precision: str, device: torch.device) -> None:
-    """bf16 on a CPU that only emulates it is many times slower than fp32: say so, once."""
-    if precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16() is False:
+def announce_precision(precision: str, why: str, device: torch.device) -> None:
+    """A run not in fp32 says so on stderr, and why; bf16 asked for on a CPU that only emulates
+    it (many times slower than fp32) gets a warning first."""
+    if precision != "bf16":
+        return
+    if why == "--precision bf16" and device.type == "cpu" and cpu_has_native_bf16() is False:
         print("drmm: warning: --precision bf16 on a CPU without native bf16 (no AVX512-BF16,"
               " AMX or Arm BF16) is emulated and runs many times slower than fp32 (14x for the"
               " DRMM step on an AVX2 CPU); use --precision auto or fp32", file=sys.stderr)
+    print(f"drmm: bf16 autocast ({why}); --precision fp32 to turn it off", file=sys.stderr)

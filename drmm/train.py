@@ -54,7 +54,7 @@ from drmm.graph_prior import graph_pseudo_labels
 from drmm.losses import GRAPH, needed
 from drmm.model import DRMM, feature_sizes
 from drmm.optim import make_optimizer
-from drmm.precision import resolve_precision, step_autocast, warn_slow_precision
+from drmm.precision import announce_precision, resolve_precision, step_autocast
 from drmm.progress import bar_shown
 from drmm.records import (
     after_nonfinite,
@@ -169,10 +169,7 @@ def build_trainer(opened: OpenedRun, dist: distributed.Dist, progress: bool) -> 
     cfg, out, t = opened.cfg, opened.out, opened.cfg.train
     precision = resolve_precision(t.precision, dist.device)  # ("bf16", why) or ("fp32", why)
     if dist.is_main:  # only rank 0 writes files and warns
-        warn_slow_precision(precision[0], dist.device)
-        if precision[0] != "fp32":  # a user should know the run is not in float32, and why
-            print(f"drmm: {precision[0]} autocast ({precision[1]}); --precision fp32 to turn it"
-                  " off", file=sys.stderr)
+        announce_precision(*precision, dist.device)
     model, stepper = build_model(cfg, dist)
     data = on_device(opened.data, dist.device, t.channels_last)
     labeled = torch.from_numpy(opened.labeled)  # (N_L,)
