@@ -164,10 +164,11 @@ def time_epoch_parts(v: Variant) -> dict[str, float]:
 
 
 def epoch_table(name: str, step_parts: dict[str, float], epoch_parts: dict[str, float],
-                spe: int, epochs: int, eval_every: int) -> dict:
-    """Seconds of each part in one epoch of `spe` steps, and its share of the epoch."""
+                spe: int, epochs: int) -> dict:
+    """Seconds of each part in one epoch of `spe` steps (the novelty calibration, once a run,
+    spread over its `epochs`), and its share of the epoch."""
     seconds = {k: spe * step_parts.get(k, 0.0) for k in STEP_PARTS}
-    seconds["evaluation"] = epoch_parts["evaluation"] / eval_every
+    seconds["evaluation"] = epoch_parts["evaluation"]
     seconds["checkpoint"] = epoch_parts["checkpoint"]
     seconds["novelty calibration"] = epoch_parts["novelty calibration"] / epochs
     total = sum(seconds.values())
@@ -226,7 +227,7 @@ def main() -> None:
         parts = {k: timers[v.name].totals[k] / steps for k in STEP_PARTS if k != "other"}
         parts["other"] = max(sum(round_times[v.name]) / a.rounds - sum(parts.values()), 0.0)
         epoch_parts = time_epoch_parts(v)
-        row = epoch_table(v.name, parts, epoch_parts, v.spe, v.cfg.train.epochs, 1)
+        row = epoch_table(v.name, parts, epoch_parts, v.spe, v.cfg.train.epochs)
         row |= {"step_seconds_median": step_s, "step_images_per_s":
                 v.cfg.train.batch_size / step_s,
                 "epoch_images_per_s": v.spe * v.cfg.train.batch_size / row["epoch_seconds"]}
