@@ -389,13 +389,6 @@ def test_run_files_follow_the_umask(folder_run):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
 
 
-def test_bf16_warning_depends_on_cpu_flags():
-    from drmm.precision import cpu_has_native_bf16
-
-    assert not cpu_has_native_bf16("flags : fpu sse avx2 fma")
-    assert cpu_has_native_bf16("flags : fpu avx512f avx512_bf16 amx_tile")
-
-
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])

@@ -9,10 +9,15 @@ from helpers import fabricated, tiny_config
 
 import drmm.precision
 from drmm.losses import StepContext, drmm_objective
-from drmm.precision import resolve_precision, step_autocast
+from drmm.precision import cpu_has_native_bf16, resolve_precision, step_autocast
 from drmm.train import train
 
 CPU = torch.device("cpu")
+
+
+def test_native_bf16_is_read_off_the_cpu_flags():
+    assert not cpu_has_native_bf16("flags : fpu sse avx2 fma")
+    assert cpu_has_native_bf16("flags : fpu avx512f avx512_bf16 amx_tile")
 
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32"), (None, "fp32")])
