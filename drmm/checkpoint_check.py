@@ -17,7 +17,7 @@ import random
 import numpy as np
 import torch
 
-from drmm.config import CHOICES, Config
+from drmm.config import Config, validate
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
 from drmm.model import DRMM, feature_sizes
@@ -53,13 +53,15 @@ class Checked:
             raise DRMMError(f"checkpoint {self.path}: its config does not load ({first_line(e)});"
                             " the file is damaged or not from a drmm run: use another copy of"
                             " the run") from e
-        flat, m = cfg.flat(), cfg.model
-        for key, allowed in CHOICES.items():
-            self.expect(flat[key] in allowed, f"config {key}", flat[key], f"one of {allowed}")
+        try:  # the checks a config file gets before training, and what only a run sets
+            validate(cfg)
+        except (DRMMError, TypeError, ValueError) as e:
+            raise DRMMError(f"checkpoint {self.path}: its config is not one drmm trains with"
+                            f" ({first_line(e)}); the file is damaged or not from a drmm run:"
+                            " use another copy of the run") from e
+        m = cfg.model
         self.expect(m.in_channels in (1, 3), "config model.in_channels", m.in_channels, "1 or 3")
         self.expect(m.num_classes >= 2, "config model.num_classes", m.num_classes, "at least 2")
-        self.expect(m.bn_eps > 0 and 0 < m.bn_momentum <= 1, "config model.bn_eps / bn_momentum",
-                    (m.bn_eps, m.bn_momentum), "> 0 and in (0, 1]")
         try:
             feature_sizes(m.specs(), m.image_size)
         except ValueError as e:
@@ -172,7 +174,8 @@ class Checked:
                     f"a list of {epochs} epoch records (one per finished epoch)")
         for i, r in enumerate(history):
             ok = (isinstance(r, dict) and r.get("epoch") == i + 1
-                  and (r.get("test_error") is None or finite(r.get("test_error")))
+                  and "test_error" in r  # null without a test set, but always there
+                  and (r["test_error"] is None or finite(r["test_error"]))
                   and finite(r.get("wall_seconds")))
             self.expect(ok and json_ready(r), f"history[{i}]", r,
                         f"the record of epoch {i + 1} (epoch, test_error, wall_seconds, ...)")
