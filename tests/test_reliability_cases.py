@@ -225,6 +225,8 @@ CORRUPTIONS = {  # what a checkpoint that loads under weights_only may hold: fie
     "novelty scales not numbers": lambda s: s.update(novelty_scales={"render": "x"}),
     "epoch 'x'": lambda s: s.update(epoch="x"),
     "history 7": lambda s: s.update(history=7),
+    "a record without test_error": lambda s: s["history"][0].pop("test_error"),
+    "unlabeled -1": lambda s: s["config"]["train"].update(unlabeled=-1),
     "NaN weights": with_nan,
 }
 EXPECTED = {"config a string": "config is 'x' (a str), expected a mapping of settings",
@@ -233,6 +235,8 @@ EXPECTED = {"config a string": "config is 'x' (a str), expected a mapping of set
             "novelty scales not numbers": "novelty_scales is a dict of 1 item (str), expected",
             "epoch 'x'": "epoch is 'x' (a str), expected a count",
             "history 7": "history is 7, expected a list of epoch records",
+            "a record without test_error": "history[0] is a dict of",
+            "unlabeled -1": "its config is not one drmm trains with (unlabeled -1: need a",
             "NaN weights": "expected finite floating-point weights"}
 
 
@@ -254,7 +258,7 @@ def test_5_checkpoints_holding_the_wrong_things(good_run, tmp_path, capsys, name
         "suggest": ["suggest", "--checkpoint", str(run), "--out", str(tmp_path / "s.csv")],
         "resume": ["train", "--resume", str(run), "--epochs", "2"],
     }
-    training_only = name == "epoch 'x'"  # what eval and predict never read
+    training_only = name in ("epoch 'x'", "a record without test_error")  # eval, predict: unread
     for command, argv in commands.items():
         rc = main(argv)
         if training_only and command != "resume":
