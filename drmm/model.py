@@ -188,6 +188,15 @@ class Switches:
 
     a: torch.Tensor  # (B, C, H, W) bool
     t: torch.Tensor | None  # (B, C, H/2, W/2) int64, or None
+    a_t: torch.Tensor | None = None  # (B, C, H/2, W/2) bool: a at t's winners; None: from a
+
+    def a_at_t(self) -> torch.Tensor:
+        """a at each window's winner, (B, C, H/2, W/2) bool: the only ReLUs a pooled layer's
+        rendering passes through (kept from the bottom-up pass, else read off a)."""
+        if self.a_t is not None:
+            return self.a_t
+        flat = self.a.reshape(*self.a.shape[:2], -1)  # (B, C, H*W)
+        return flat.gather(2, self.t.reshape(*self.t.shape[:2], -1)).view(self.t.shape)
 
     def t_onehot(self) -> torch.Tensor | None:
         if self.t is None:
@@ -222,7 +231,8 @@ class DRMMLayer(nn.Module):
             # max commutes with ReLU, so pooling the pre-ReLU map gives the paper's pooled output
             # and t is the argmax of the BN output, as in the authors' code.
             h, t = F.max_pool2d(h, 2, return_indices=True)  # (B, C, H/2, W/2), t int64
-        return F.relu(h), Switches(a=a, t=t)  # (B, C, H', W')
+            return F.relu(h), Switches(a=a, t=t, a_t=h.detach() > 0)  # (B, C, H/2, W/2)
+        return F.relu(h), Switches(a=a, t=t)  # (B, C, H, W)
 
     def down(self, z: torch.Tensor, s: Switches) -> torch.Tensor:
         """Top-down rendering for one layer: un-pool with t, mask with a, tied conv transposed.
@@ -231,9 +241,15 @@ class DRMMLayer(nn.Module):
         Returns the template one layer down, (B, C_in, H_in, W_in).
         """
         if s.t is not None:
-            # Nearest-neighbour upsampling followed by the one-hot t mask is exactly max-unpool.
-            z = F.max_unpool2d(z, s.t, 2, output_size=s.a.shape[-2:])  # (B, C, H, W)
-        z = z * s.a  # (B, C, H, W) keep the paths whose ReLU was on
+            # Nearest-neighbour upsampling followed by the one-hot t mask is exactly max-unpool;
+            # it keeps only each window's winner, so the a mask is applied before it, at a
+            # quarter of the size (the same values). Un-pooling only moves values: it runs in
+            # z's dtype (autocast would widen a bf16 map to float32 and back).
+            z = z * s.a_at_t()  # (B, C, H/2, W/2) keep the paths whose ReLU was on
+            with torch.autocast(z.device.type, enabled=False):
+                z = F.max_unpool2d(z, s.t, 2, output_size=s.a.shape[-2:])  # (B, C, H, W)
+        else:
+            z = z * s.a  # (B, C, H, W) keep the paths whose ReLU was on
         # conv_transpose2d with the same weight and padding is the adjoint of conv2d (stride 1).
         z = F.conv_transpose2d(z, self.conv.weight, padding=self.padding)  # (B, C_in, H_in, W_in)
         return z
@@ -241,6 +257,17 @@ class DRMMLayer(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # The model
+
+
+def as_stored(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) as its memory holds it: a channels_last map as its (B, H, W, C) view, any
+    other as it is. A reduction over it gives the same values, and the gradient that autograd
+    sends back has x's layout; through the NCHW view of a channels_last map it comes back
+    contiguous, and the backward kernels that then meet two layouts (ReLU's, a product's) run
+    several times slower."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return x.permute(0, 2, 3, 1)  # (B, H, W, C)
+    return x
 
 
 @dataclass
@@ -295,7 +322,8 @@ class DRMM(nn.Module):
         for layer in self.layers:
             x, s = layer.up(x, switches)  # (B, C_l, H_l, W_l)
             kept.append(s)
-        pooled = x.mean(dim=(2, 3))  # (B, C_L) mean pool over the final map
+        stored = as_stored(x)  # (B, C_L, h, w) or its (B, h, w, C_L) view
+        pooled = stored.mean(dim=(1, 2) if stored is not x else (2, 3))  # (B, C_L) mean pool
         logits = self.classifier(pooled)  # (B, K)
         return BottomUp(logits=logits, switches=kept, top_size=tuple(x.shape[-2:]))
 

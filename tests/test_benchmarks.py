@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.paper import table_cost
 from benchmarks.recipe import plot_curves
@@ -245,3 +246,44 @@ def test_step_profile_times_each_part_without_its_inner_parts():
     outer()
     assert timer.totals["inner"] >= 0.1
     assert 0.01 <= timer.totals["outer"] < 0.1  # its own 10 ms, not the inner 100 ms
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_step_profile_before_is_the_same_step_bit_for_bit(precision):
+    """The profile's "before" step (switches kept by the strong views' pass, un-pool then mask,
+    NCHW reductions) and the step now give the same loss and gradients bit for bit: the speed
+    changes move no number."""
+    from benchmarks.speed.step_profile import BEFORE
+    from drmm.config import preset
+    from drmm.model import DRMM
+    from drmm.precision import step_autocast
+    from drmm.step import Batch, Objective, step_weights
+
+    cfg = preset("cifar10", quiet=True)
+    torch.manual_seed(0)
+    model = DRMM(cfg.model).to(memory_format=torch.channels_last)
+    x = torch.randn(12, 3, 32, 32).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
+    batch = Batch(x[:4], torch.arange(4), x[4:], x_strong=x[4:].flip(3))
+    weights = step_weights(cfg, 10, 100)
+
+    def step():
+        model.zero_grad()
+        with step_autocast(precision, torch.device("cpu")):
+            terms = Objective(model, cfg)(batch, weights)
+        terms["loss"].backward()
+        return terms, [p.grad.clone() for p in model.parameters()]
+
+    now_terms, now_grads = step()
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in BEFORE]
+    try:
+        for owner, name, fn in BEFORE:
+            setattr(owner, name, fn)
+        before_terms, before_grads = step()
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+    assert set(now_terms) == set(before_terms) and "nn" in now_terms and "con" in now_terms
+    for k in now_terms:
+        assert torch.equal(now_terms[k], before_terms[k]), k
+    for g_now, g_before in zip(now_grads, before_grads, strict=True):
+        assert torch.equal(g_now, g_before)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from drmm.losses import LossConfig, StepContext, drmm_objective
-from drmm.model import ARCHS, DRMM, Conv, DRMMLayer, MaxPool, ModelConfig, feature_sizes
+from drmm.model import ARCHS, DRMM, Conv, DRMMLayer, MaxPool, ModelConfig, Switches, feature_sizes
 
 # Each variant at the input size it is meant for (Table 6), and its channels.
 VARIANTS = {"conv_small": (1, 28), "conv_large": (3, 32), "conv_photo": (3, 32),
@@ -110,6 +110,24 @@ def test_top_down_unpools_to_the_winner_and_masks_with_a():
     x = torch.tensor([[[[-1.0, -2.0], [-0.5, -4.0]]]])  # all off: a masks the winner
     _, s = layer.up(x)
     assert layer.down(torch.tensor([[[[3.0]]]]), s).abs().sum() == 0
+
+
+@pytest.mark.parametrize("arch", sorted(VARIANTS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_at_the_winners_kept_or_read_off_a_renders_the_same(arch, dtype):
+    """The bottom-up pass keeps a at t's winners; switches without it (sampled ones) read it off
+    the full a: the same mask, and the same rendering bit for bit, in both precisions."""
+    model, x = make(arch, batch=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        bu = model.bottom_up(x)
+        bare = [Switches(s.a, s.t) for s in bu.switches]  # no a_t: read off a
+        kept, read = model.top_down(bu), model.render(model.class_template(bu.c_hat, bu.top_size),
+                                                      bare)
+    for s, b in zip(bu.switches, bare, strict=True):
+        if s.t is not None:
+            assert torch.equal(s.a_at_t(), b.a_at_t())
+    assert kept.image.dtype == dtype
+    assert torch.equal(kept.image, read.image)
 
 
 def linear_bottom_up(model: DRMM, x: torch.Tensor, switches) -> torch.Tensor:

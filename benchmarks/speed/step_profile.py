@@ -26,14 +26,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+import drmm.losses as losses_module
+import drmm.model as model_module
 import drmm.step as step_module
 from benchmarks.common import cpu_name, train_step
 from drmm.checkpoint import Checkpointer, RunState
 from drmm.config import preset
 from drmm.evaluate import confusion
 from drmm.files import write_json
-from drmm.model import DRMM
+from drmm.model import DRMM, DRMMLayer
 from drmm.optim import make_optimizer
 from drmm.precision import step_autocast
 from drmm.scores import novelty_calibration
@@ -75,24 +78,39 @@ class PartTimer:
         return timed
 
 
-class DRMMBefore(DRMM):
-    """The network as the step ran it before: every bottom-up pass keeps its switches, the
-    strong views' pass too (the baseline of the speed ratios)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bottom_up(x).logits  # (B, K)
+def forward_before(self, x: torch.Tensor) -> torch.Tensor:
+    """DRMM.forward as the step ran it before: the strong views' pass kept its switches."""
+    return self.bottom_up(x).logits  # (B, K)
 
 
-def instrument(timer: PartTimer, model_cls: type, opt) -> list[tuple[object, str, object]]:
-    """Wrap the step's parts in timers; returns what to put back."""
+def down_before(self, z: torch.Tensor, s) -> torch.Tensor:
+    """DRMMLayer.down as it ran before: un-pool (autocast widens it to float32), then mask."""
+    if s.t is not None:
+        z = F.max_unpool2d(z, s.t, 2, output_size=s.a.shape[-2:])  # (B, C, H, W)
+    z = z * s.a  # (B, C, H, W)
+    return F.conv_transpose2d(z, self.conv.weight, padding=self.padding)  # (B, C_in, H, W)
+
+
+# The step as it ran before, put in place while a "before" variant runs (the baseline of the
+# ratios): the mean pool and L_NN read channels_last maps through their NCHW views.
+BEFORE = [(DRMM, "forward", forward_before), (DRMMLayer, "down", down_before),
+          (model_module, "as_stored", lambda x: x), (losses_module, "as_stored", lambda x: x)]
+
+
+def instrument(timer: PartTimer, opt, before: bool) -> list[tuple[object, str, object]]:
+    """Wrap the step's parts in timers (and put the step as it ran before in place, if
+    `before`); returns what to put back, in the order to put it back."""
     from drmm.data.images import Images
 
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in BEFORE] if before else []
+    for owner, name, fn in BEFORE if before else []:
+        setattr(owner, name, fn)
     patches = [
         (Images, "__getitem__", timer.wrap("pixels", Images.__getitem__)),
         (step_module, "augment", timer.wrap("augmentation", step_module.augment)),
         (step_module, "strong_view", timer.wrap("strong views", step_module.strong_view)),
         # the strong views' pass is DRMM.forward; the training images' is bottom_up alone
-        (model_cls, "forward", timer.wrap("bottom-up, strong views", model_cls.forward)),
+        (DRMM, "forward", timer.wrap("bottom-up, strong views", DRMM.forward)),
         (DRMM, "bottom_up", timer.wrap("bottom-up", DRMM.bottom_up,
                                        inside_only="bottom-up, strong views")),
         (DRMM, "top_down", timer.wrap("top-down", DRMM.top_down)),
@@ -100,10 +118,10 @@ def instrument(timer: PartTimer, model_cls: type, opt) -> list[tuple[object, str
         (torch.Tensor, "backward", timer.wrap("backward", torch.Tensor.backward)),
         (opt, "step", timer.wrap("optimizer", opt.step)),
     ]
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    saved += [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for owner, name, fn in patches:
         setattr(owner, name, fn)
-    return saved
+    return saved[::-1]
 
 
 class Variant:
@@ -113,8 +131,8 @@ class Variant:
         self.name, self.cfg = name, cfg
         torch.manual_seed(cfg.train.seed)
         layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.model_cls = DRMMBefore if before else DRMM
-        self.model = self.model_cls(cfg.model).to(device, memory_format=layout)
+        self.before = before
+        self.model = DRMM(cfg.model).to(device, memory_format=layout)
         self.stepper = Objective(self.model, cfg)
         self.x_train, self.y_train = data.x_train, data.y_train  # (N, C, H, W), (N,)
         self.x_test, self.y_test = data.x_test, data.y_test  # (M, C, H, W), (M,)
@@ -181,6 +199,7 @@ def epoch_table(name: str, step_parts: dict[str, float], epoch_parts: dict[str, 
 VARIANTS = {
     "fp32, before": (dict(precision="fp32"), True),
     "fp32": (dict(precision="fp32"), False),
+    "bf16, before": (dict(precision="bf16"), True),
     "bf16": (dict(precision="bf16"), False),
     "bf16, NCHW": (dict(precision="bf16", channels_last=False), False),
 }
@@ -210,12 +229,17 @@ def main() -> None:
         variants.append(Variant(name, cfg, on_dev, torch.from_numpy(labeled),
                                 torch.device("cpu"), before))
     for v in variants:
-        v.run(a.warmup, None)
+        saved = instrument(PartTimer(), v.opt, v.before)  # an idle timer: the step alone
+        try:
+            v.run(a.warmup, None)
+        finally:
+            for owner, name, fn in saved:
+                setattr(owner, name, fn)
     timers = {v.name: PartTimer() for v in variants}
     round_times = defaultdict(list)
     for _ in range(a.rounds):
         for v in random.sample(variants, len(variants)):
-            saved = instrument(timers[v.name], v.model_cls, v.opt)
+            saved = instrument(timers[v.name], v.opt, v.before)
             try:
                 round_times[v.name].append(v.run(a.steps, timers[v.name]) / a.steps)
             finally:
