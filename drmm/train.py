@@ -93,6 +93,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, data: Dataset 
         for epoch in range(tr.run.epoch, t.epochs):
             started = train_epoch(tr, epoch)
             end_epoch(tr, epoch, started)
+        # Under torchrun, no rank leaves the process group while another still works: a gloo
+        # peer that closes its connections under a rank still running can abort that rank.
+        distributed.barrier(dist)
     finally:
         if tr is not None:
             tr.close()
