@@ -253,7 +253,7 @@ def test_step_profile_before_is_the_same_step_bit_for_bit(precision):
     """The profile's "before" step (switches kept by the strong views' pass, un-pool then mask,
     NCHW reductions) and the step now give the same loss and gradients bit for bit: the speed
     changes move no number."""
-    from benchmarks.speed.step_profile import BEFORE
+    from benchmarks.speed.step_profile import BEFORE, patched
     from drmm.config import preset
     from drmm.model import DRMM
     from drmm.precision import step_autocast
@@ -274,14 +274,8 @@ def test_step_profile_before_is_the_same_step_bit_for_bit(precision):
         return terms, [p.grad.clone() for p in model.parameters()]
 
     now_terms, now_grads = step()
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in BEFORE]
-    try:
-        for owner, name, fn in BEFORE:
-            setattr(owner, name, fn)
+    with patched(BEFORE):
         before_terms, before_grads = step()
-    finally:
-        for owner, name, fn in saved:
-            setattr(owner, name, fn)
     assert set(now_terms) == set(before_terms) and "nn" in now_terms and "con" in now_terms
     for k in now_terms:
         assert torch.equal(now_terms[k], before_terms[k]), k

@@ -18,6 +18,7 @@ writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import random
 import tempfile
@@ -97,15 +98,24 @@ BEFORE = [(DRMM, "forward", forward_before), (DRMMLayer, "down", down_before),
           (model_module, "as_stored", lambda x: x), (losses_module, "as_stored", lambda x: x)]
 
 
-def instrument(timer: PartTimer, opt, before: bool) -> list[tuple[object, str, object]]:
-    """Wrap the step's parts in timers (and put the step as it ran before in place, if
-    `before`); returns what to put back, in the order to put it back."""
+@contextlib.contextmanager
+def patched(patches: list[tuple[object, str, object]]):
+    """Each (owner, name, value) put in place for the with-block, the old ones put back after."""
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    try:
+        for owner, name, value in patches:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)
+
+
+def timed_parts(timer: PartTimer, opt) -> list[tuple[object, str, object]]:
+    """The step's parts wrapped in timers (wrapping what is in place now), for `patched`."""
     from drmm.data.images import Images
 
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in BEFORE] if before else []
-    for owner, name, fn in BEFORE if before else []:
-        setattr(owner, name, fn)
-    patches = [
+    return [
         (Images, "__getitem__", timer.wrap("pixels", Images.__getitem__)),
         (step_module, "augment", timer.wrap("augmentation", step_module.augment)),
         (step_module, "strong_view", timer.wrap("strong views", step_module.strong_view)),
@@ -118,10 +128,6 @@ def instrument(timer: PartTimer, opt, before: bool) -> list[tuple[object, str, o
         (torch.Tensor, "backward", timer.wrap("backward", torch.Tensor.backward)),
         (opt, "step", timer.wrap("optimizer", opt.step)),
     ]
-    saved += [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-    for owner, name, fn in patches:
-        setattr(owner, name, fn)
-    return saved[::-1]
 
 
 class Variant:
@@ -229,22 +235,15 @@ def main() -> None:
         variants.append(Variant(name, cfg, on_dev, torch.from_numpy(labeled),
                                 torch.device("cpu"), before))
     for v in variants:
-        saved = instrument(PartTimer(), v.opt, v.before)  # an idle timer: the step alone
-        try:
+        with patched(BEFORE if v.before else []):
             v.run(a.warmup, None)
-        finally:
-            for owner, name, fn in saved:
-                setattr(owner, name, fn)
     timers = {v.name: PartTimer() for v in variants}
     round_times = defaultdict(list)
     for _ in range(a.rounds):
         for v in random.sample(variants, len(variants)):
-            saved = instrument(timers[v.name], v.opt, v.before)
-            try:
+            # the timers wrap the step in place, so the step as it ran before goes in first
+            with patched(BEFORE if v.before else []), patched(timed_parts(timers[v.name], v.opt)):
                 round_times[v.name].append(v.run(a.steps, timers[v.name]) / a.steps)
-            finally:
-                for owner, name, fn in saved:
-                    setattr(owner, name, fn)
     rows, steps = [], a.rounds * a.steps
     for v in variants:
         step_s = sorted(round_times[v.name])[len(round_times[v.name]) // 2]  # median round
