@@ -33,9 +33,9 @@ def test_colour_folders_get_the_photo_recipe(tmp_path, capsys):
     assert cfg.model.arch == "conv_photo" and cfg.train.augment == "crop_flip"
     assert cfg.train.preprocess == "standardize" and cfg.train.graph_prior == 0.0
     assert cfg.train.consistency == 1.0 and cfg.loss.con_threshold == 0.8
-    assert cfg.train.epochs == 40
+    assert cfg.train.epochs == 50
     note = capsys.readouterr().err  # the one-line summary quotes the preset's own figures
-    assert "colour images: the photo recipe" in note and "q(c|I) 0.8, Adam, 40 epochs" in note
+    assert "colour images: the photo recipe" in note and "q(c|I) 0.8, Adam, 50 epochs" in note
 
 
 @pytest.mark.parametrize("channels, arch", [(1, "conv_small"), (3, "conv_photo")])
