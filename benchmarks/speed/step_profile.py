@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -101,14 +102,10 @@ BEFORE = [(DRMM, "forward", forward_before), (DRMMLayer, "down", down_before),
 @contextlib.contextmanager
 def patched(patches: list[tuple[object, str, object]]):
     """Each (owner, name, value) put in place for the with-block, the old ones put back after."""
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-    try:
+    with contextlib.ExitStack() as stack:
         for owner, name, value in patches:
-            setattr(owner, name, value)
+            stack.enter_context(mock.patch.object(owner, name, value))
         yield
-    finally:
-        for owner, name, value in reversed(saved):
-            setattr(owner, name, value)
 
 
 def timed_parts(timer: PartTimer, opt) -> list[tuple[object, str, object]]:
