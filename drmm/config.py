@@ -86,6 +86,7 @@ class TrainConfig:
     epochs: int = PAPER_SCHEDULE["epochs"]  # an epoch = one pass over the unlabeled set
     batch_size: int = PAPER_SCHEDULE["batch_size"]  # images per step, labeled and unlabeled
     labeled_batch: int | None = PAPER_SCHEDULE["labeled_batch"]  # labeled per step (None: half)
+    unlabeled_ramp: float = 0.0  # epochs in which unlabeled images a step grow 1/4 -> all (0: off)
     optimizer: str = PAPER_SCHEDULE["optimizer"]  # sgd (the paper) | adam
     lr: float = PAPER_SCHEDULE["lr"]  # initial learning rate
     lr_final: float = PAPER_SCHEDULE["lr_final"]  # learning rate at the last step
@@ -137,7 +138,7 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 8
+CONFIG_VERSION = 9
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
@@ -196,6 +197,8 @@ MIGRATIONS = {
     # 7 -> 8: loss.paper_only (its default: every term of the table on, as before) and
     # train.report (a page written at the end; it changes no number) are new.
     7: dict,
+    # 8 -> 9: train.unlabeled_ramp is new (its default: no ramp, as before).
+    8: dict,
 }
 
 
@@ -469,5 +472,8 @@ def validate(cfg: Config) -> None:
                         f" ({t.batch_size - 1}), so that each step has both kinds of image")
     if t.epochs < 1:
         raise DRMMError(f"epochs {t.epochs} must be at least 1")
+    if not (math.isfinite(t.unlabeled_ramp) and t.unlabeled_ramp >= 0):
+        raise DRMMError(f"unlabeled_ramp {t.unlabeled_ramp} must be a number of epochs, at least"
+                        " 0 (0: every step has all its unlabeled images)")
     if not (t.lr > 0 and t.lr_final > 0):
         raise DRMMError("lr and lr_final must be positive")

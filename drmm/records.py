@@ -19,11 +19,11 @@ RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labele
 
 
 def epoch_record(epoch: int, means: dict[str, float], skipped: int, model, x_test, y_test,
-                 cfg, lr: float, seconds: float, wall0: float, steps_per_epoch: int) -> dict:
-    """The epoch's record: test error, mean loss terms, learning rate, speed."""
+                 cfg, lr: float, seconds: float, wall0: float, images: int) -> dict:
+    """The epoch's record: test error, mean loss terms, learning rate, speed (images: the
+    training images its steps passed, drmm.step.epoch_images)."""
     t = cfg.train
     counts = confusion(model, x_test, y_test, t.eval_batch_size) if x_test is not None else None
-    images = steps_per_epoch * (t.batch_split()[0] if t.supervised_only else t.batch_size)
     seconds = max(seconds, 1e-9)  # the epoch's training time, over every process that ran it
     return {
         "epoch": epoch + 1,

@@ -22,7 +22,16 @@ from drmm.config import Config
 from drmm.data.augment import augment, strong_view
 from drmm.data.images import Images
 from drmm.distributed import Dist
-from drmm.losses import GRAPH, RENDERING, STRONG_VIEWS, TERMS, StepContext, drmm_objective, needed
+from drmm.losses import (
+    GRAPH,
+    RENDERING,
+    STRONG_VIEWS,
+    TERMS,
+    StepContext,
+    drmm_objective,
+    needed,
+    ramp,
+)
 from drmm.model import DRMM, BottomUp, Switches
 
 
@@ -47,10 +56,38 @@ def epoch_order(labeled: torch.Tensor, n_unl: int, gen: torch.Generator, n_lab: 
     return lab[:n_lab], torch.randperm(n_unl, generator=gen)  # (n_lab,), (n_unl,)
 
 
+# train.unlabeled_ramp: the unlabeled images of a step start at this share of their number.
+RAMP_START = 0.25
+
+
+def unlabeled_per_step(cfg: Config, step: int, steps_per_epoch: int, world: int = 1) -> int:
+    """Unlabeled images in global step `step` (all processes together): the batch's unlabeled
+    share (TrainConfig.batch_split), or, in the first train.unlabeled_ramp epochs, a linear ramp
+    up to it from RAMP_START of it, rounded down to a multiple of the processes. The ramp is a
+    curriculum of the unlabeled batch (Fast FixMatch, arXiv 2309.03469): the early steps, whose
+    classifier labels unlabeled images poorly, pass over fewer of them and cost less."""
+    t = cfg.train
+    n_unl = t.batch_split()[1]
+    share = RAMP_START + (1 - RAMP_START) * ramp(step, t.unlabeled_ramp * steps_per_epoch)
+    if t.supervised_only or share == 1.0:
+        return n_unl
+    return max(world, int(n_unl * share) // world * world)
+
+
+def epoch_images(cfg: Config, epoch: int, steps_per_epoch: int, world: int = 1) -> int:
+    """Training images the steps of epoch `epoch` pass bottom-up (all processes together)."""
+    t = cfg.train
+    n_lab, first = t.batch_split()[0], epoch * steps_per_epoch
+    if t.supervised_only:
+        return n_lab * steps_per_epoch
+    return sum(n_lab + unlabeled_per_step(cfg, first + s, steps_per_epoch, world)
+               for s in range(steps_per_epoch))
+
+
 def make_batch(cfg: Config, x_train: Images | torch.Tensor, y_train: torch.Tensor,
                order: tuple[torch.Tensor, torch.Tensor], step: int, weights: dict[str, float],
-               graph: tuple[torch.Tensor, torch.Tensor] | None = None, dist: Dist | None = None
-               ) -> Batch:
+               graph: tuple[torch.Tensor, torch.Tensor] | None = None, dist: Dist | None = None,
+               unlabeled: int | None = None) -> Batch:
     """Step `step` of an epoch: its labeled and unlabeled images from the epoch's order (this
     rank's shard of each), augmented; what the terms of weight other than 0 need of the
     unlabeled images: their strong views (made from them before their shift), their graph
@@ -58,13 +95,15 @@ def make_batch(cfg: Config, x_train: Images | torch.Tensor, y_train: torch.Tenso
 
     x_train: (N, C, H, W) uint8 Images or float32, y_train: (N,) the training set on the device;
     order: epoch_order's (labeled, unlabeled) index streams; graph: (pseudo-labels (N,),
-    certainties (N,)).
+    certainties (N,)); unlabeled: the step's unlabeled images, the first of its slice of the
+    order (unlabeled_per_step; None: the whole slice).
     """
     t, dist = cfg.train, dist or Dist()  # one process by default
     n_lab, n_unl = t.batch_split()
+    n_now = n_unl if unlabeled is None else unlabeled
     lab_order, unl_order = order
     il = dist.shard(lab_order[step * n_lab:(step + 1) * n_lab]).to(x_train.device)  # (B_L,)
-    iu = dist.shard(unl_order[step * n_unl:(step + 1) * n_unl]).to(x_train.device)  # (B_U,)
+    iu = dist.shard(unl_order[step * n_unl:step * n_unl + n_now]).to(x_train.device)  # (B_U,)
     x_unl = None if t.supervised_only else x_train[iu]  # (B_U, C, H, W) unshifted
     x_lab, y_lab, x_unl_shifted = augment((x_train[il], y_train[il], x_unl), t.augment)
     needs = needed(weights)

@@ -70,7 +70,14 @@ from drmm.report import RunData, write_report
 from drmm.run_folder import check_new_run_folder, one_run_per_folder
 from drmm.run_folder import run_id as folder_run_id
 from drmm.scores import novelty_calibration
-from drmm.step import Objective, epoch_order, make_batch, step_weights
+from drmm.step import (
+    Objective,
+    epoch_images,
+    epoch_order,
+    make_batch,
+    step_weights,
+    unlabeled_per_step,
+)
 
 # ----------------------------------------------------------------------------------------------
 # The training run
@@ -223,8 +230,9 @@ def train_epoch(tr: Trainer, epoch: int) -> float:
     tr.bar.set_description(f"epoch {epoch + 1}/{t.epochs}")
     for step in range(run.step, spe):
         weights = step_weights(cfg, epoch * spe + step, spe)  # each term's, at this step
+        n_unl = unlabeled_per_step(cfg, epoch * spe + step, spe, tr.dist.world)  # the ramp's
         batch = make_batch(cfg, tr.data.x_train, tr.data.y_train, order, step, weights,
-                           tr.graph, tr.dist)
+                           tr.graph, tr.dist, n_unl)
         # the forward pass moves the BatchNorm statistics: a batch to be skipped puts them back
         buffers = [b.clone() for b in model.buffers()] if t.skip_nonfinite else None
         with autocast:
@@ -288,7 +296,8 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     run, t = tr.run, tr.cfg.train
     record = epoch_record(epoch, run.means(), run.epoch_skipped, tr.model, tr.data.x_test,
                           tr.data.y_test, tr.cfg, tr.opt.param_groups[0]["lr"],
-                          time.perf_counter() - started, tr.wall0, tr.steps_per_epoch)
+                          time.perf_counter() - started, tr.wall0,
+                          epoch_images(tr.cfg, epoch, tr.steps_per_epoch, tr.dist.world))
     record["precision"] = tr.precision[0]  # a resumed run may change it
     tr.bar.write(epoch_line(record, run.means(), tr.data.class_names))
     run.finish_epoch(record, tr.gen.get_state())

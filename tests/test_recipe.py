@@ -1,7 +1,9 @@
 """The recipe's additions to the paper's step: augmentations, the consistency term's strong
-views; and runs of options that were removed, which still load and resume."""
+views, the ramp of the unlabeled batch; and runs of options that were removed, which still load
+and resume."""
 
 import itertools
+import json
 import math
 
 import pytest
@@ -16,12 +18,12 @@ from helpers import (
 )
 
 from drmm.checkpoint import load_checkpoint, save_checkpoint
-from drmm.config import Config, apply_overrides
+from drmm.config import Config, apply_overrides, preset, validate
 from drmm.data.augment import augment, cutout, random_affine, strong_view
 from drmm.errors import DRMMError
 from drmm.losses import ramp
 from drmm.model import DRMM, ModelConfig
-from drmm.step import Batch, Objective, step_weights
+from drmm.step import Batch, Objective, epoch_images, step_weights, unlabeled_per_step
 from drmm.train import train
 
 
@@ -161,3 +163,53 @@ def test_a_run_of_a_removed_option_loads_and_resumes_with_a_note(tmp_path, monke
 def test_a_removed_option_in_a_config_file_is_a_clear_error():
     with pytest.raises(DRMMError, match=r"train.ema \(removed: it measured no gain"):
         apply_overrides(Config(), {"train": {"ema": 0.99}}, source="x.yaml")
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_unlabeled_ramp_grows_from_a_quarter_to_the_whole_share(world):
+    """The cifar10 preset's 80 unlabeled images a step: 20 at the first step, never fewer
+    later, a multiple of the processes, all 80 from the ramp's end; no ramp: 80 throughout."""
+    cfg = preset("cifar10", quiet=True)
+    cfg.train.unlabeled_ramp = 1.5
+    counts = [unlabeled_per_step(cfg, s, 10, world) for s in range(30)]  # 10 steps an epoch
+    assert counts[0] == 20 and counts == sorted(counts) and counts[14] < 80
+    assert set(counts[15:]) == {80} and all(n % world == 0 for n in counts)
+    assert epoch_images(cfg, 0, 10, world) == 10 * 20 + sum(counts[:10])
+    cfg.train.unlabeled_ramp = 0.0
+    assert {unlabeled_per_step(cfg, s, 10, world) for s in range(30)} == {80}
+    assert epoch_images(cfg, 0, 10, world) == 10 * cfg.train.batch_size
+
+
+def test_a_ramped_run_takes_fewer_unlabeled_images_and_resumes_exactly(tmp_path, monkeypatch):
+    """The step gets the ramp's unlabeled images (2 of 10 at first), the records count the
+    images the steps took, and a crashed run resumes to the end an uninterrupted one reaches."""
+    cfg = tiny_config(checkpoint_every=3, unlabeled_ramp=1.5)  # 8 steps an epoch
+    sizes = []
+
+    def forward(self, batch, weights):
+        sizes.append(len(batch.x_unl))
+        return REAL_FORWARD(self, batch, weights)
+
+    monkeypatch.setattr(Objective, "forward", forward)
+    ref = tmp_path / "ref"
+    train(cfg, ref, data=tiny_dataset(), progress=False)
+    assert sizes == [unlabeled_per_step(cfg, s, 8) for s in range(16)]
+    assert sizes[0] == 2 and sizes[-1] == 10 and len(set(sizes)) > 3
+    for epoch, line in enumerate((ref / "metrics.jsonl").read_text().splitlines()):
+        record = json.loads(line)
+        assert math.isclose(record["images_per_s"] * record["epoch_seconds"],
+                            epoch_images(cfg, epoch, 8), rel_tol=1e-9)
+    out = tmp_path / "run"
+    inject(monkeypatch, crash, {13})
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, out, data=tiny_dataset(), progress=False)
+    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
+    train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
+    assert_same_run(ref, out)
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf])
+def test_a_bad_unlabeled_ramp_is_a_clear_error(bad):
+    cfg = tiny_config(unlabeled_ramp=bad)
+    with pytest.raises(DRMMError, match="unlabeled_ramp .* must be a number of epochs"):
+        validate(cfg)
