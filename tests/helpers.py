@@ -190,6 +190,17 @@ def crash(terms):
     raise RuntimeError("injected crash")
 
 
+def crash_at(monkeypatch, cfg: Config, out: Path, call: int = 13) -> None:
+    """Train cfg on tiny_dataset() into out until the Objective's forward call number `call`
+    raises; out then holds the checkpoint a resume continues. The forward is real again after."""
+    from drmm.train import train  # the trainer imports what the fault injections patch
+
+    inject(monkeypatch, crash, {call})
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train(cfg, out, data=tiny_dataset(), progress=False)
+    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
+
+
 def tiny_folder_run(tmp: Path) -> tuple[Path, dict, Path]:
     """A DRMM trained 2 epochs (tiny_train) on make_folder's folder of PNG files under tmp, with
     its own cache: (the folder, its arrays, the run folder). For module-scoped fixtures."""

@@ -11,8 +11,7 @@ import torch
 from helpers import (
     REAL_FORWARD,
     assert_same_run,
-    crash,
-    inject,
+    crash_at,
     tiny_config,
     tiny_dataset,
 )
@@ -127,10 +126,7 @@ def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch
     train(cfg, ref, data=tiny_dataset(), progress=False)
     assert "train_con" in (ref / "metrics.jsonl").read_text()
     out = tmp_path / "run"
-    inject(monkeypatch, crash, {13})
-    with pytest.raises(RuntimeError, match="injected crash"):
-        train(cfg, out, data=tiny_dataset(), progress=False)
-    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
+    crash_at(monkeypatch, cfg, out)
     train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(ref, out)
 
@@ -142,10 +138,7 @@ def test_a_run_of_a_removed_option_loads_and_resumes_with_a_note(tmp_path, monke
     cfg = tiny_config(checkpoint_every=3)
     ref, run = tmp_path / "ref", tmp_path / "run"
     train(cfg, ref, data=tiny_dataset(), progress=False)
-    inject(monkeypatch, crash, {13})
-    with pytest.raises(RuntimeError, match="injected crash"):
-        train(cfg, run, data=tiny_dataset(), progress=False)
-    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
+    crash_at(monkeypatch, cfg, run)
     state = load_checkpoint(run / "checkpoint.pt")  # as an older version wrote it:
     state["config"]["version"] = 5
     state["config"]["train"].update(ema=0.98, kl_warmup=0.0)
@@ -200,10 +193,7 @@ def test_a_ramped_run_takes_fewer_unlabeled_images_and_resumes_exactly(tmp_path,
         assert math.isclose(record["images_per_s"] * record["epoch_seconds"],
                             epoch_images(cfg, epoch, 8), rel_tol=1e-9)
     out = tmp_path / "run"
-    inject(monkeypatch, crash, {13})
-    with pytest.raises(RuntimeError, match="injected crash"):
-        train(cfg, out, data=tiny_dataset(), progress=False)
-    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
+    crash_at(monkeypatch, cfg, out)
     train(cfg, out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(ref, out)
 

@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
-    REAL_FORWARD,
     assert_same_run,
-    crash,
+    crash_at,
     inject,
     one_line_error,
     tiny_arrays,
@@ -43,7 +42,6 @@ from drmm.data.download import download
 from drmm.data.mnist import load_mnist
 from drmm.errors import DRMMError
 from drmm.model import DRMM
-from drmm.step import Objective
 from drmm.train import train
 
 
@@ -92,12 +90,9 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch,
     one every 3 steps) is on disk; resuming redoes steps 12 on and ends exactly where the
     reference ended."""
     out = tmp_path / "run"
-    inject(monkeypatch, crash, {13})
-    with pytest.raises(RuntimeError, match="injected crash"):
-        train(tiny_config(checkpoint_every=3), out, data=tiny_dataset(), progress=False)
+    crash_at(monkeypatch, tiny_config(checkpoint_every=3), out)
     state = load_checkpoint(out / "checkpoint.pt")
     assert (state["epoch"], state["step"]) == (1, 3)
-    monkeypatch.setattr(Objective, "forward", REAL_FORWARD)
     train(tiny_config(checkpoint_every=3), out, resume=True, data=tiny_dataset(), progress=False)
     assert_same_run(reference, out)
 
