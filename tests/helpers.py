@@ -17,6 +17,7 @@ from drmm.config import Config, preset
 from drmm.data import Dataset
 from drmm.data import to_tensor_images as to_images
 from drmm.step import Objective, paper_step
+from drmm.train import train
 
 REAL_FORWARD = Objective.forward  # the seam the fault injections and spies replace
 
@@ -193,8 +194,6 @@ def crash(terms):
 def crash_at(monkeypatch, cfg: Config, out: Path, call: int = 13) -> None:
     """Train cfg on tiny_dataset() into out until the Objective's forward call number `call`
     raises; out then holds the checkpoint a resume continues. The forward is real again after."""
-    from drmm.train import train  # the trainer imports what the fault injections patch
-
     inject(monkeypatch, crash, {call})
     with pytest.raises(RuntimeError, match="injected crash"):
         train(cfg, out, data=tiny_dataset(), progress=False)

@@ -197,10 +197,8 @@ def epoch_table(name: str, step_parts: dict[str, float], epoch_parts: dict[str, 
             "seconds": seconds, "share": {k: s / total for k, s in seconds.items()}}
 
 
-# name: (settings over the cifar10 preset, the step as it ran before); the first is the
-# baseline of the ratios
 # name: (settings {section: {field: value}} over the cifar10 preset, whether the step runs as
-# it did before the profile's changes: BEFORE)
+# it did before the profile's changes: BEFORE); the first is the baseline of the ratios
 VARIANTS = {
     "fp32, before": ({"train": dict(precision="fp32")}, True),
     "fp32": ({"train": dict(precision="fp32")}, False),
