@@ -2,11 +2,11 @@
 (drmm/records.py), and as pictures the confusion matrix of the test set and test images above
 their renderings (the top-down pass of section 4.1).
 
-The pictures cost a pass over the test set and a matplotlib drawing (about 0.1 s for ten
-classes): on a data set as small as digits, whose epochs take a second or two, drawing them every
-epoch would slow training by a tenth. So they are drawn after an epoch only while the time spent
-on them stays within FIGURE_SHARE of the run's training time, and always after the last epoch:
-every epoch on MNIST or CIFAR-10, every few on digits.
+The matrix is the epoch's own evaluation, drawn (matplotlib: about 0.1 s for ten classes), and the
+renderings one top-down pass of a few images: on a data set as small as digits, whose epochs take
+a second or two, drawing them every epoch would slow training by a tenth. So they are drawn after
+an epoch only while the time spent on them stays within FIGURE_SHARE of the run's training time,
+and always after the last epoch: every epoch on MNIST or CIFAR-10, every few on digits.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from torch.utils.tensorboard import SummaryWriter
 
 from drmm import figures
-from drmm.evaluate import count_confusion, predicted_classes, reconstruct
+from drmm.evaluate import reconstruct
 
 FIGURE_SHARE = 0.02  # the share of training time the pictures may take
 RENDERED = 8  # images shown above their renderings
@@ -30,21 +30,21 @@ class Board(SummaryWriter):
         super().__init__(*args, **kwargs)
         self.figure_seconds = 0.0  # time spent drawing pictures in this process
 
-    def epoch_figures(self, record: dict, model, x_test, y_test, x_train, class_names: list[str],
-                      batch_size: int, last: bool) -> bool:
+    def epoch_figures(self, record: dict, counts, model, shown, class_names: list[str],
+                      last: bool) -> bool:
         """Draw the epoch's pictures if the time share allows (or it is the last epoch);
-        returns whether they were drawn. x_test None: renderings of training images only."""
+        returns whether they were drawn. counts: the (K, K) confusion counts of the epoch's
+        evaluation (None: no test set, no matrix); shown: the images (test images where there are
+        any) whose first RENDERED are drawn above their renderings."""
         if not last and self.figure_seconds > FIGURE_SHARE * record["wall_seconds"]:
             return False
         started = time.perf_counter()
         step = record["epoch"]
-        if x_test is not None:
-            pred = predicted_classes(model, x_test, batch_size)  # (M,)
-            counts = count_confusion(y_test, pred, len(class_names))  # (K, K)
+        if counts is not None:
             fig = figures.confusion_figure(counts.numpy(), class_names, f"epoch {step}")
             self.add_image("figures/confusion_matrix", figures.figure_rgb(fig), step,
                            dataformats="HWC")
-        x = (x_test if x_test is not None else x_train)[:RENDERED]  # (n, C, H, W)
+        x = shown[:RENDERED]  # (n, C, H, W)
         grid = figures.image_grid([figures.stretched(x), figures.stretched(reconstruct(model, x))])
         zoom = max(1, RENDERED_WIDTH // grid.shape[1])  # whole pixels: crisp
         grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)  # (zoom H', zoom W', 3)

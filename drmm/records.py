@@ -11,19 +11,18 @@ import numpy as np
 
 from drmm.checkpoint import CHECKPOINT, ID_KEY
 from drmm.errors import DRMMError
-from drmm.evaluate import confusion, error_rate, worst_confusion
+from drmm.evaluate import error_rate, worst_confusion
 from drmm.files import atomic_write, remove_stale_temporaries
 from drmm.metrics import METRICS_FORMAT, confusion_entry, percent
 
 RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labeled_indices.npy")
 
 
-def epoch_record(epoch: int, means: dict[str, float], skipped: int, model, x_test, y_test,
-                 cfg, lr: float, seconds: float, wall0: float, images: int) -> dict:
-    """The epoch's record: test error, mean loss terms, learning rate, speed (images: the
-    training images its steps passed, drmm.step.epoch_images)."""
-    t = cfg.train
-    counts = confusion(model, x_test, y_test, t.eval_batch_size) if x_test is not None else None
+def epoch_record(epoch: int, means: dict[str, float], skipped: int, counts, lr: float,
+                 seconds: float, wall0: float, images: int) -> dict:
+    """The epoch's record: test error, mean loss terms, learning rate, speed. counts: the (K, K)
+    confusion counts of the epoch's evaluation on the test set (None: no test set); images: the
+    training images its steps passed (drmm.step.epoch_images)."""
     seconds = max(seconds, 1e-9)  # the epoch's training time, over every process that ran it
     return {
         "epoch": epoch + 1,

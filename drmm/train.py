@@ -48,7 +48,7 @@ from drmm.config import Config, validate
 from drmm.data import Dataset, Images, check_dataset, choose_labeled, load_dataset, read_indices
 from drmm.data.split import warn_unlabeled_classes
 from drmm.errors import DRMMError, require_device
-from drmm.evaluate import save_reconstructions
+from drmm.evaluate import confusion, save_reconstructions
 from drmm.files import check_out_dir
 from drmm.graph_prior import graph_pseudo_labels
 from drmm.losses import GRAPH, needed
@@ -293,24 +293,24 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     """Evaluate, record, checkpoint and log the epoch. The last epoch's checkpoint also holds
     the novelty scale of `drmm predict` (the training images' 99th percentile of the novelty
     score, in eval mode: drmm/scores.py)."""
-    run, t = tr.run, tr.cfg.train
-    record = epoch_record(epoch, run.means(), run.epoch_skipped, tr.model, tr.data.x_test,
-                          tr.data.y_test, tr.cfg, tr.opt.param_groups[0]["lr"],
-                          time.perf_counter() - started, tr.wall0,
+    run, t, d = tr.run, tr.cfg.train, tr.data
+    seconds = time.perf_counter() - started  # the epoch's training, its evaluation aside
+    counts = (confusion(tr.model, d.x_test, d.y_test, t.eval_batch_size)  # (K, K)
+              if d.has_test else None)
+    record = epoch_record(epoch, run.means(), run.epoch_skipped, counts,
+                          tr.opt.param_groups[0]["lr"], seconds, tr.wall0,
                           epoch_images(tr.cfg, epoch, tr.steps_per_epoch, tr.dist.world))
     record["precision"] = tr.precision[0]  # a resumed run may change it
-    tr.bar.write(epoch_line(record, run.means(), tr.data.class_names))
+    tr.bar.write(epoch_line(record, run.means(), d.class_names))
     run.finish_epoch(record, tr.gen.get_state())
     last = run.epoch == t.epochs and tr.dist.is_main  # rank 0 alone writes the checkpoint
-    tr.ckpt.save(run, novelty_calibration(tr.model, tr.cfg, tr.data.x_train, t.eval_batch_size)
+    tr.ckpt.save(run, novelty_calibration(tr.model, tr.cfg, d.x_train, t.eval_batch_size)
                  if last else None)
     if tr.dist.is_main:
         log_epoch(tr.out, record, tr.writer)
     if tr.writer is not None:  # the confusion matrix and renderings, within their time share
-        d = tr.data
-        tr.writer.epoch_figures(record, tr.model, d.x_test if d.has_test else None,
-                                d.y_test if d.has_test else None, d.x_train, d.class_names,
-                                t.eval_batch_size, run.epoch == t.epochs)
+        tr.writer.epoch_figures(record, counts, tr.model, d.x_test if d.has_test else d.x_train,
+                                d.class_names, run.epoch == t.epochs)
 
 
 def finish(tr: Trainer) -> dict:

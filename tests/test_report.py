@@ -13,6 +13,7 @@ import drmm
 from drmm import figures
 from drmm.board import FIGURE_SHARE, RENDERED, RENDERED_WIDTH, Board
 from drmm.cli import main
+from drmm.evaluate import confusion
 from drmm.losses import TERMS
 from drmm.metrics import METRICS_FORMAT, migrate, read_metrics
 from drmm.report import SHOWN
@@ -200,7 +201,8 @@ def test_board_draws_the_pictures_within_its_time_share(tmp_path):
     model = drmm.DRMM(drmm.ModelConfig(arch="conv_tiny", in_channels=1, image_size=8,
                                        num_classes=4))
     board = Board(str(tmp_path / "tb"))
-    args = (model, data.x_test[:], data.y_test, data.x_train[:], ["a", "b", "c", "d"], 100)
+    counts = confusion(model, data.x_test[:], data.y_test)  # (K, K) the epoch's evaluation
+    args = (counts, model, data.x_test[:], ["a", "b", "c", "d"])
     assert board.epoch_figures({"epoch": 1, "wall_seconds": 1.0}, *args, last=False)
     spent = board.figure_seconds
     # within the share: drawn; past it: skipped, unless it is the last epoch
