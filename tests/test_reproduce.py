@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import drmm.records
+import drmm.train
 from drmm.cli import main
 from drmm.reproduce import TABLES
 
@@ -116,7 +116,7 @@ def test_an_interrupted_table_resumes(table_dir, tiny_npz, tmp_path, monkeypatch
     """Interrupted in epoch 2 of its first run, the table continues from that run's checkpoint
     and ends with the numbers of an uninterrupted run."""
     out = tmp_path / "interrupted"
-    real_confusion, calls = drmm.records.confusion, []
+    real_confusion, calls = drmm.train.confusion, []
 
     def interrupt_second_evaluation(*a, **kw):
         calls.append(1)
@@ -124,7 +124,7 @@ def test_an_interrupted_table_resumes(table_dir, tiny_npz, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_confusion(*a, **kw)
 
-    monkeypatch.setattr(drmm.records, "confusion", interrupt_second_evaluation)
+    monkeypatch.setattr(drmm.train, "confusion", interrupt_second_evaluation)
     assert main(args(out, tiny_npz, "--rows", "DRMM", "--seeds", "0")) == 130
     run = out / "runs" / "drmm-nl50-seed0"
     assert (run / "checkpoint.pt").is_file() and not (run / "metrics.json").exists()
