@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from drmm.data.augment import AUGMENTS
+from drmm.data.augment import AUGMENTS, STRONG_VIEWS
 from drmm.data.folder import folder_preset
 from drmm.data.preprocess import PREPROCESS
 from drmm.errors import DRMMError
@@ -95,6 +95,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty (the paper: none)
     graph_prior: float = 0.0  # epochs of graph pseudo-labels (0: off; the paper: off)
     consistency: float = 0.0  # weight of L_CON, strong views (0: off; the paper: off)
+    strong_view: str = "affine"  # L_CON's view: affine | colour (also colours jittered): augment.py
     seed: int = 0  # seeds the split, the initialisation and the data order
     device: str = "cpu"  # cpu | cuda | cuda:N
     supervised_only: bool = False  # DCN baseline: labeled half only, no top-down pass
@@ -123,6 +124,7 @@ CHOICES: dict[str, tuple] = {
     "loss.unsup_on": ("unlabeled", "all"),
     "train.preprocess": PREPROCESS,
     "train.augment": AUGMENTS,
+    "train.strong_view": STRONG_VIEWS,
     "train.optimizer": ("sgd", "adam"),
     "train.decay": ("exp", "cosine"),
     "train.bn_mode": ("separate", "joint"),
@@ -138,7 +140,7 @@ FREE_ON_RESUME = frozenset({
 # Version of Config.to_dict's layout. Each step of MIGRATIONS turns version v into v + 1, so a
 # checkpoint of any older version still loads; keys added since then take the defaults that
 # reproduce what the older version did.
-CONFIG_VERSION = 9
+CONFIG_VERSION = 10
 # Keys renamed since version 1, old -> new: the migration below, and the hint an old YAML gets.
 # train.schedule became train.decay (a "schedule" is now a named set of settings).
 RENAMED = {"train.schedule": "train.decay"}
@@ -199,6 +201,8 @@ MIGRATIONS = {
     7: dict,
     # 8 -> 9: train.unlabeled_ramp is new (its default: no ramp, as before).
     8: dict,
+    # 9 -> 10: train.strong_view is new (its default, affine: the strong view as before).
+    9: dict,
 }
 
 

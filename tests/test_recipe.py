@@ -18,7 +18,7 @@ from helpers import (
 
 from drmm.checkpoint import load_checkpoint, save_checkpoint
 from drmm.config import Config, apply_overrides, preset, validate
-from drmm.data.augment import augment, cutout, random_affine, strong_view
+from drmm.data.augment import JITTER, augment, colour_jitter, cutout, random_affine, strong_view
 from drmm.errors import DRMMError
 from drmm.losses import ramp
 from drmm.model import DRMM, ModelConfig
@@ -96,6 +96,38 @@ def test_cutout_zeroes_one_square_per_image():
     rows, cols = (out[:, 0] == 0).any(2), (out[:, 0] == 0).any(1)  # (B, H), (B, W)
     assert (rows.sum(1) <= 7).all() and (cols.sum(1) <= 7).all()  # one square, not scattered
     assert strong_view(x).shape == x.shape
+
+
+def test_colour_jitter_changes_brightness_contrast_and_saturation_per_image():
+    torch.manual_seed(0)
+    x = torch.randn(256, 3, 8, 8)  # (B, C, H, W) standardized photos
+    out = colour_jitter(x, JITTER)
+    shift = (out.mean((1, 2, 3)) - x.mean((1, 2, 3))).abs()  # (B,) brightness moves the mean
+    assert shift.max() <= JITTER + 1e-5 and shift.max() > JITTER / 2
+    spread = out.std((1, 2, 3)) / x.std((1, 2, 3))  # (B,) contrast and saturation scale it
+    assert spread.min() >= (1 - JITTER) ** 2 - 1e-4 and spread.max() <= (1 + JITTER) ** 2 + 1e-4
+    assert spread.min() < 0.8 and spread.max() > 1.2
+    assert len(torch.unique(out.flatten(1), dim=0)) == len(x)  # a draw per image
+    grey = x.mean(1, keepdim=True).expand_as(x)  # (B, 3, H, W) no colour: saturation keeps it
+    assert torch.allclose(colour_jitter(grey, JITTER).std(1), torch.zeros(256, 8, 8), atol=1e-5)
+    gray = torch.randn(16, 1, 8, 8)  # (B, 1, H, W) grayscale: brightness and contrast only
+    assert colour_jitter(gray, JITTER).shape == gray.shape
+
+
+def test_the_colour_strong_view_is_what_the_step_trains_on(monkeypatch):
+    """train.strong_view = colour: the step's strong views are jittered; affine: never."""
+    seen = []
+    monkeypatch.setattr("drmm.data.augment.colour_jitter", lambda x, j: seen.append(j) or x)
+    cfg = tiny_config(consistency=1.0)
+    cfg.loss.paper_only, cfg.loss.con_threshold = False, 0.0
+    model = DRMM(ModelConfig(arch="conv_tiny", image_size=8, num_classes=4))
+    data = tiny_dataset()
+    batch = Batch(data.x_train[:5], data.y_train[:5], data.x_train[5:10])
+    Objective(model, cfg)(batch, step_weights(cfg, 0, 8))
+    assert seen == []
+    cfg.train.strong_view = "colour"
+    Objective(model, cfg)(batch, step_weights(cfg, 0, 8))
+    assert seen == [JITTER]
 
 
 def test_consistency_term_trains_on_the_strong_view(monkeypatch):

@@ -8,7 +8,9 @@ rescaling, resampled bilinearly, for the slant and size of handwriting that a fe
 digits do not cover (on MNIST-100 it ended worse than translate alone: docs/recipe.md). The DRMM
 paper used none of them. Both halves of the batch are augmented: the reconstruction target of an
 unlabeled image is the image the model was shown. `strong_view` is the second view of the
-optional consistency term (drmm/losses.py, L_CON): "affine" and a square cut out. The draws come
+optional consistency term (drmm/losses.py, L_CON): "affine" and a square cut out, and with
+`colour` a change of brightness, contrast and saturation as well, as FixMatch's RandAugment
+changes photos' colours (Sohn et al., 2020; Cubuk et al., 2020). The draws come
 from torch's global generator on the batch's device, which the checkpoint saves, so a resumed run
 stays exact.
 """
@@ -24,6 +26,9 @@ SHIFT = 2  # translate, affine: the largest shift, pixels each way
 ROTATE = 10.0  # affine: the largest rotation, degrees either way
 SCALE = 0.1  # affine: the largest change of size, a fraction either way (0.9x to 1.1x)
 CUTOUT = 0.4  # strong_view: side of the square set to 0, a fraction of the image's side
+STRONG_VIEWS = ("affine", "colour")  # train.strong_view: the consistency term's second view
+JITTER = 0.4  # colour: the largest change of brightness (standard deviations), contrast and
+#               saturation (fractions), each way
 
 
 def random_crop(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
@@ -76,13 +81,31 @@ def cutout(x: torch.Tensor, size: float) -> torch.Tensor:
     return x.masked_fill(inside.unsqueeze(1), 0.0)  # (B, C, H, W)
 
 
-def strong_view(x: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+def colour_jitter(x: torch.Tensor, jitter: float) -> torch.Tensor:
+    """x (B, C, H, W) standardized -> (B, C, H, W): per image, its brightness shifted by up to
+    `jitter` standard deviations, its contrast about its own mean and (colour images) its
+    saturation about its grey each scaled by a factor in [1 - jitter, 1 + jitter], uniform."""
+    b = len(x)
+    u = torch.rand(b, 3, 1, 1, 1, device=x.device) * 2 - 1  # (B, 3, 1, 1, 1) uniform in [-1, 1)
+    x = x + u[:, 0] * jitter  # (B, C, H, W) brightness
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    x = mean + (x - mean) * (1 + u[:, 1] * jitter)  # (B, C, H, W) contrast
+    if x.shape[1] == 3:
+        grey = x.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        x = grey + (x - grey) * (1 + u[:, 2] * jitter)  # (B, C, H, W) saturation
+    return x
+
+
+def strong_view(x: torch.Tensor, mirror: bool = False, colour: bool = False) -> torch.Tensor:
     """x (B, C, H, W) -> (B, C, H, W): the consistency term's view, turned, zoomed, shifted and
     with a square cut out (the FixMatch recipe's cutout on top of "affine"); with `mirror`
-    (photos: the training augmentation mirrors them too), mirrored left-right half the time."""
+    (photos: the training augmentation mirrors them too), mirrored left-right half the time;
+    with `colour`, its brightness, contrast and saturation changed first (colour_jitter)."""
     if mirror:
         flip = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5  # (B, 1, 1, 1)
         x = torch.where(flip, x.flip(3), x)  # (B, C, H, W)
+    if colour:
+        x = colour_jitter(x, JITTER)  # (B, C, H, W)
     return cutout(random_affine(x, ROTATE, SCALE, SHIFT), CUTOUT)
 
 
