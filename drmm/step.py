@@ -109,11 +109,17 @@ def make_batch(cfg: Config, x_train: Images | torch.Tensor, y_train: torch.Tenso
     needs = needed(weights)
     return Batch(
         x_lab, y_lab, x_unl_shifted,
-        x_strong=(strong_view(x_unl, mirror=t.augment == "crop_flip",
-                              colour=t.strong_view == "colour")
-                  if STRONG_VIEWS in needs and x_unl is not None else None),
+        x_strong=(strong_views(x_unl, cfg) if STRONG_VIEWS in needs and x_unl is not None
+                  else None),
         graph=(graph[0][iu], graph[1][iu]) if GRAPH in needs and graph is not None else None,
     )
+
+
+def strong_views(x_unl: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """(B_U, C, H, W) the consistency term's strong views of x_unl (B_U, C, H, W), drawn as the
+    run's settings say: mirrored where its augmentation mirrors, colours jittered if asked."""
+    t = cfg.train
+    return strong_view(x_unl, mirror=t.augment == "crop_flip", colour=t.strong_view == "colour")
 
 
 def step_weights(cfg: Config, step: int, steps_per_epoch: int) -> dict[str, float]:
@@ -167,9 +173,8 @@ def e_step(model: DRMM, cfg: Config, batch: Batch, weights: dict[str, float]) ->
         bu_lab, bu_unl = split_bottom_up(model.bottom_up(torch.cat([x_lab, x_unl])), len(x_lab))
     ctx = StepContext(bu_lab.logits, y_lab, loss_cfg=lc, graph=batch.graph)
     if STRONG_VIEWS in needs:  # the strong views get their own BatchNorm statistics
-        x_strong = (strong_view(x_unl, mirror=t.augment == "crop_flip",
-                                colour=t.strong_view == "colour")
-                    if batch.x_strong is None else batch.x_strong)  # (B_U, C, H, W)
+        x_strong = (strong_views(x_unl, cfg) if batch.x_strong is None
+                    else batch.x_strong)  # (B_U, C, H, W)
         ctx.logits_strong, ctx.logits_weak = model(x_strong), bu_unl.logits  # (B_U, K) each
     if batch.graph is not None and lc.unsup_on == "all":  # the labeled images: their labels
         ctx.graph = (torch.cat([y_lab, batch.graph[0]]),  # (B,)
