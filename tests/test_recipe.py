@@ -149,10 +149,11 @@ def test_consistency_term_trains_on_the_strong_view(monkeypatch):
     assert "con" not in Objective(model, cfg)(batch, step_weights(cfg, 0, 8))
 
 
-def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("view", ["affine", "colour"])
+def test_consistency_run_logs_its_term_and_resumes_exactly(tmp_path, monkeypatch, view):
     """The strong views are drawn from the saved random state: a crashed run with consistency
     resumes to the same end bit for bit, and its log carries the term."""
-    cfg = tiny_config(checkpoint_every=3, augment="translate", consistency=1.0)
+    cfg = tiny_config(checkpoint_every=3, augment="translate", consistency=1.0, strong_view=view)
     cfg.loss.paper_only = False
     ref = tmp_path / "ref"
     train(cfg, ref, data=tiny_dataset(), progress=False)
