@@ -21,8 +21,9 @@
 - L_CON (not in the paper): consistency under a strong augmentation, as FixMatch (Sohn et al.,
   2020), at the weight `train.consistency`: each unlabeled image's class c-hat under the
   training augmentation is the target of a cross-entropy on a second, strongly augmented view
-  of it (turned, zoomed, a square cut out: drmm/data/augment.py), for the images whose top
-  q(c|I) is at least `con_threshold` (on in the digits and mnist presets).
+  of it (turned, zoomed, a square cut out, on photos also mirrored and its colours jittered:
+  drmm/data/augment.py), for the images whose top q(c|I) is at least `con_threshold` (on in
+  every preset but npz and svhn).
 
 Which images enter L_RC, L_KL, L_NN and L_G is `unsup_on`: "unlabeled" (the authors' default) or
 "all". The objective is a table of named terms, TERMS, the one place a term is defined: its value
