@@ -10,9 +10,9 @@ paper used none of them. Both halves of the batch are augmented: the reconstruct
 unlabeled image is the image the model was shown. `strong_view` is the second view of the
 optional consistency term (drmm/losses.py, L_CON): "affine" and a square cut out, and with
 `colour` a change of brightness, contrast and saturation as well, as FixMatch's RandAugment
-changes photos' colours (Sohn et al., 2020; Cubuk et al., 2020). The draws come
-from torch's global generator on the batch's device, which the checkpoint saves, so a resumed run
-stays exact.
+changes photos' colours (Sohn et al., 2020; Cubuk et al., 2020; the strength is SimCLR's colour
+jitter for CIFAR-10). The draws come from torch's global generator on the batch's device, which
+the checkpoint saves, so a resumed run stays exact.
 """
 
 from __future__ import annotations
