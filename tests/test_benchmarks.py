@@ -189,6 +189,28 @@ def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
             base["test_error"] + (row["broken"] - row["fixed"]) / n)
 
 
+def test_eval_precision_times_both_precisions_and_matches_the_runs_result(tmp_path):
+    from benchmarks.speed import eval_precision
+    from drmm.config import preset
+    from drmm.metrics import percent
+    from drmm.train import train
+
+    cfg = preset("digits")
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.tensorboard = 1, 200, False
+    cfg.train.precision = "bf16"  # the last epoch is still evaluated in float32
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "e.json"
+    result = eval_precision.main([str(tmp_path / "run"), "--data-dir", str(tmp_path),
+                                  "--rounds", "2", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    (row,) = result["runs"]
+    assert {p: len(s) for p, s in row["seconds"].items()} == {"fp32": 2, "bf16": 2}
+    assert row["test_images"] > 0 and all(s > 0 for s in row["median_seconds"].values())
+    # one epoch, the last: evaluated in float32 (bf16 calls some of these test images otherwise)
+    assert percent(row["test_error"]["fp32"]) == metrics["test_error_percent"]
+    assert 0 <= row["test_error"]["bf16"] <= 1
+
+
 def test_photo_graph_compares_the_graphs_with_the_run(tmp_path):
     from helpers import tiny_train, write_yaml
 

@@ -8,6 +8,8 @@ import torch
 from helpers import fabricated, tiny_config
 
 import drmm.precision
+import drmm.train
+from drmm.evaluate import confusion
 from drmm.losses import StepContext, drmm_objective
 from drmm.precision import cpu_has_native_bf16, resolve_precision, step_autocast
 from drmm.train import train
@@ -60,3 +62,18 @@ def test_records_say_which_precision_and_why(tmp_path, monkeypatch, native, expe
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["precision"] == expected
     assert json.loads((tmp_path / "config.json").read_text())["train"]["precision"] == "auto"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_epochs_before_the_last_are_evaluated_in_the_steps_precision(tmp_path, monkeypatch,
+                                                                     precision):
+    """The last epoch's test error, the run's result, is float32's, as `drmm eval` computes it."""
+    autocast_on = []  # per evaluation: whether it ran under bf16 autocast
+
+    def spy(*args, **kwargs):
+        autocast_on.append(torch.is_autocast_enabled("cpu"))
+        return confusion(*args, **kwargs)
+
+    monkeypatch.setattr(drmm.train, "confusion", spy)
+    train(tiny_config(precision=precision, epochs=3), tmp_path, data=fabricated(), progress=False)
+    assert autocast_on == [precision == "bf16"] * 2 + [False]
