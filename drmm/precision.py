@@ -7,7 +7,9 @@ with AMX or AVX512-BF16 it doubles the DRMM step (one thread: 2.2x the cifar10 p
 slower (14x on an AVX2 CPU), and on CUDA at 100 images a step the networks are launch-bound and
 bf16 gains nothing (results/gpu.md). "auto", the default, follows that: bf16 on a CPU that
 computes it natively, fp32 elsewhere. The objective, the rendering error and the novelty scores
-are always computed in float32 (drmm/losses.py, drmm/scores.py).
+are always computed in float32 (drmm/losses.py, drmm/scores.py). The test set is evaluated in the
+step's precision after every epoch but the last, whose error, the run's result, is float32's, as
+`drmm eval` and `drmm predict` compute it (drmm/train.py).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ The real training step (drmm.step.make_batch + train_step on CIFAR-10, the prese
 images and that of the strong views, the top-down pass, the loss terms, backward, the optimizer
 and what remains (the finite check, bookkeeping). Each variant (a precision, a way of running the
 step) has its own model from the same initialisation and runs in short interleaved rounds in one
-process, so machine noise hits all alike. Per epoch come the evaluation on the test set, the
-checkpoint and (once a run, spread over its epochs) the novelty calibration, each timed once.
+process, so machine noise hits all alike. Per epoch come the evaluation on the test set (in the
+step's precision, the last epoch's in float32), the checkpoint and (once a run, spread over its
+epochs) the novelty calibration, each timed once.
 Prints a table of shares of the epoch and the images/s of each variant against the first, and
 writes JSON.
 
@@ -166,11 +167,17 @@ class Variant:
 
 
 def time_epoch_parts(v: Variant) -> dict[str, float]:
-    """Seconds of one evaluation on the test set, one checkpoint, one novelty calibration."""
+    """Seconds of one evaluation on the test set in the step's precision (the epochs before the
+    last; "before": float32) and one in float32 (the last epoch's), one checkpoint, one novelty
+    calibration."""
     t = v.cfg.train
-    t0 = time.perf_counter()
-    confusion(v.model, v.x_test, v.y_test, t.eval_batch_size)
-    parts = {"evaluation": time.perf_counter() - t0}
+    parts = {}
+    for part, precision in (("evaluation", "fp32" if v.before else t.precision),
+                            ("last evaluation", "fp32")):
+        t0 = time.perf_counter()
+        with step_autocast(precision, torch.device("cpu")):
+            confusion(v.model, v.x_test, v.y_test, t.eval_batch_size)
+        parts[part] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Checkpointer(Path(tmp) / "checkpoint.pt", v.model, v.opt, v.sched,
                             torch.device("cpu"), True, v.spe,
@@ -187,9 +194,11 @@ def time_epoch_parts(v: Variant) -> dict[str, float]:
 def epoch_table(name: str, step_parts: dict[str, float], epoch_parts: dict[str, float],
                 spe: int, epochs: int) -> dict:
     """Seconds of each part in one epoch of `spe` steps (the novelty calibration, once a run,
-    spread over its `epochs`), and its share of the epoch."""
+    spread over its `epochs`, the evaluation a mean over them: the last one's is float32), and
+    its share of the epoch."""
     seconds = {k: spe * step_parts.get(k, 0.0) for k in STEP_PARTS}
-    seconds["evaluation"] = epoch_parts["evaluation"]
+    seconds["evaluation"] = ((epochs - 1) * epoch_parts["evaluation"]
+                             + epoch_parts["last evaluation"]) / epochs
     seconds["checkpoint"] = epoch_parts["checkpoint"]
     seconds["novelty calibration"] = epoch_parts["novelty calibration"] / epochs
     total = sum(seconds.values())
