@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import os
 import platform
 import subprocess
 import sys
@@ -35,7 +36,19 @@ def cpu_name() -> str:
                  platform.processor() or platform.machine())
     flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("Flags")), [])
     units = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
-    return f"{model} ({', '.join(units) or 'no AVX2'})"
+    return f"{model} ({', '.join(units) or 'no AVX2'}){kernel_cap()}"
+
+
+# The settings that cap the vector units torch's own kernels and oneDNN's may use: with both at
+# AVX2, a CPU with AMX runs the code as a CPU without native bf16 would.
+CAP_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def kernel_cap() -> str:
+    """"; kernels capped: NAME=VALUE, ..." where the environment caps the kernels' vector units
+    below the CPU's, else ""."""
+    caps = [f"{k}={os.environ[k]}" for k in CAP_SETTINGS if os.environ.get(k)]
+    return f"; kernels capped: {', '.join(caps)}" if caps else ""
 
 
 # ----------------------------------------------------------------------------------------------

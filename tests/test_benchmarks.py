@@ -189,6 +189,16 @@ def test_eval_variants_pairs_each_variant_with_the_runs_own_calls(tmp_path):
             base["test_error"] + (row["broken"] - row["fixed"]) / n)
 
 
+def test_cpu_name_says_when_the_kernels_are_capped(monkeypatch):
+    from benchmarks.common import CAP_SETTINGS, cpu_name
+
+    for k in CAP_SETTINGS:
+        monkeypatch.delenv(k, raising=False)
+    assert "capped" not in cpu_name()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cpu_name().endswith("; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2")
+
+
 def test_eval_precision_times_both_precisions_and_matches_the_runs_result(tmp_path):
     from benchmarks.speed import eval_precision
     from drmm.config import preset

@@ -214,6 +214,7 @@ VARIANTS = {
     "bf16, before": ({"train": dict(precision="bf16")}, True),
     "bf16": ({"train": dict(precision="bf16")}, False),
     "bf16, NCHW": ({"train": dict(precision="bf16", channels_last=False)}, False),
+    "fp32, NCHW": ({"train": dict(precision="fp32", channels_last=False)}, False),
     # `--no-rc --no-nn`: no top-down pass; its speed sets the epochs of an equal-time run
     "bf16, no rendering": ({"train": dict(precision="bf16"),
                             "loss": dict(alpha_rc=0.0, alpha_nn=0.0)}, False),
