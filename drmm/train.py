@@ -295,10 +295,11 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     score, in eval mode: drmm/scores.py)."""
     run, t, d = tr.run, tr.cfg.train, tr.data
     seconds = time.perf_counter() - started  # the epoch's training, its evaluation aside
+    last = epoch + 1 == t.epochs
     # The epochs before the last are evaluated in the step's precision (bf16: 2.8x faster on an
     # AMX CPU, results/precision.md); the last, the run's result, in float32, as `drmm eval` and
     # `drmm predict` evaluate the checkpoint.
-    with step_autocast("fp32" if epoch + 1 == t.epochs else tr.precision[0], tr.dist.device):
+    with step_autocast("fp32" if last else tr.precision[0], tr.dist.device):
         counts = (confusion(tr.model, d.x_test, d.y_test, t.eval_batch_size)  # (K, K)
                   if d.has_test else None)
     record = epoch_record(epoch, run.means(), run.epoch_skipped, counts,
@@ -307,14 +308,14 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     record["precision"] = tr.precision[0]  # a resumed run may change it
     tr.bar.write(epoch_line(record, run.means(), d.class_names))
     run.finish_epoch(record, tr.gen.get_state())
-    last = run.epoch == t.epochs and tr.dist.is_main  # rank 0 alone writes the checkpoint
+    calibrate = last and tr.dist.is_main  # rank 0 alone writes the checkpoint
     tr.ckpt.save(run, novelty_calibration(tr.model, tr.cfg, d.x_train, t.eval_batch_size)
-                 if last else None)
+                 if calibrate else None)
     if tr.dist.is_main:
         log_epoch(tr.out, record, tr.writer)
     if tr.writer is not None:  # the confusion matrix and renderings, within their time share
         tr.writer.epoch_figures(record, counts, tr.model, d.x_test if d.has_test else d.x_train,
-                                d.class_names, run.epoch == t.epochs)
+                                d.class_names, last)
 
 
 def finish(tr: Trainer) -> dict:

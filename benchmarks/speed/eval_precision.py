@@ -19,23 +19,18 @@ import time
 
 import torch
 
-from benchmarks.common import cpu_name
-from drmm.checkpoint import load_trained_model
+from benchmarks.common import cpu_name, load_run
 from drmm.evaluate import confusion, error_rate
 from drmm.files import write_json
 from drmm.precision import step_autocast
-from drmm.train import on_device, prepare
 
 CPU = torch.device("cpu")
 
 
 def evaluate_run(run: str, data_dir: str, rounds: int) -> dict:
     """Seconds of each evaluation of `run`'s test set and its error, per precision."""
-    model, cfg, _ = load_trained_model(run)
-    cfg.train.data_dir = data_dir
-    data, _ = prepare(cfg)  # the run's data set and preprocessing, as its config says
-    d = on_device(data, CPU, cfg.train.channels_last)
-    if cfg.train.channels_last:
+    model, cfg, _, d = load_run(run, data_dir)  # eval mode; the test set as the run saw it
+    if cfg.train.channels_last:  # the model as training evaluates it
         model = model.to(memory_format=torch.channels_last)
     seconds, errors = {"fp32": [], "bf16": []}, {}
     for _ in range(rounds):
