@@ -175,34 +175,54 @@ def feature_sizes(specs: list[LayerSpec], image_size: int) -> list[int]:
 # One DRMM layer: conv -> BN -> ReLU (-> 2x2 max-pool) bottom-up, its transpose top-down.
 
 
+def keep(z: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """z where on > 0, else 0, in z's dtype: the rendering's a-mask. For a real-valued `on` this
+    is ReLU's backward, one vectorised pass over z and on; a bool mask costs a comparison
+    bottom-up and a cast in every product, forward and backward (four times the pass)."""
+    if on.dtype == torch.bool:
+        return z * on
+    return torch.ops.aten.threshold_backward(z, on.to(z.dtype), 0)
+
+
 @dataclass
 class Switches:
     """Latent nuisance switches of one layer, inferred bottom-up (carry no gradient).
 
-    a: which ReLUs are on, (BN output > 0), at the conv's output resolution.
+    a: which ReLUs are on, (BN output > 0), at the conv's output resolution. It is kept as a map
+       whose positive entries are the ReLUs that are on (`on`, bool or real), the map the
+       bottom-up pass computes anyway: the ReLU's output, or the BatchNorm output the max-pool
+       reads. Autograd holds these maps for the backward pass already, so keeping them costs no
+       memory in training, and no comparison is made unless `a` is read.
     t: which position of each 2x2 window won the max-pool, as the flat index into the conv's
        H x W map that torch.max_pool2d returns (None when the layer has no pool). Ties go to
        the first maximum in row-major order (top-left, top-right, bottom-left, bottom-right).
        Indices are the cheapest exact form; `t_onehot` gives the one-hot mask of the paper.
     """
 
-    a: torch.Tensor  # (B, C, H, W) bool
+    on: torch.Tensor  # (B, C, H, W) positive exactly where a ReLU is on (bool, or a real map)
     t: torch.Tensor | None  # (B, C, H/2, W/2) int64, or None
-    a_t: torch.Tensor | None = None  # (B, C, H/2, W/2) bool: a at t's winners; None: from a
+    on_t: torch.Tensor | None = None  # (B, C, H/2, W/2) `on` at t's winners; None: read off on
+
+    @property
+    def a(self) -> torch.Tensor:
+        return self.on > 0  # (B, C, H, W) bool
+
+    def on_at_t(self) -> torch.Tensor:
+        """`on` at each window's winner, (B, C, H/2, W/2): the only ReLUs a pooled layer's
+        rendering passes through (kept from the bottom-up pass, else read off `on`)."""
+        if self.on_t is not None:
+            return self.on_t
+        flat = self.on.reshape(*self.on.shape[:2], -1)  # (B, C, H*W)
+        return flat.gather(2, self.t.reshape(*self.t.shape[:2], -1)).view(self.t.shape)
 
     def a_at_t(self) -> torch.Tensor:
-        """a at each window's winner, (B, C, H/2, W/2) bool: the only ReLUs a pooled layer's
-        rendering passes through (kept from the bottom-up pass, else read off a)."""
-        if self.a_t is not None:
-            return self.a_t
-        flat = self.a.reshape(*self.a.shape[:2], -1)  # (B, C, H*W)
-        return flat.gather(2, self.t.reshape(*self.t.shape[:2], -1)).view(self.t.shape)
+        return self.on_at_t() > 0  # (B, C, H/2, W/2) bool: a at each window's winner
 
     def t_onehot(self) -> torch.Tensor | None:
         if self.t is None:
             return None
         ones = torch.ones(self.t.shape, dtype=torch.float32, device=self.t.device)
-        hot = F.max_unpool2d(ones, self.t, 2, output_size=self.a.shape[-2:])  # (B, C, H, W)
+        hot = F.max_unpool2d(ones, self.t, 2, output_size=self.on.shape[-2:])  # (B, C, H, W)
         return hot.bool()
 
 
@@ -225,14 +245,15 @@ class DRMMLayer(nn.Module):
         if not switches:
             h = F.max_pool2d(h, 2) if self.pooled else h  # (B, C, H', W')
             return F.relu(h), None
-        a = h.detach() > 0  # (B, C, H, W) bool: a-switch, taken before the ReLU
-        t = None
         if self.pooled:
             # max commutes with ReLU, so pooling the pre-ReLU map gives the paper's pooled output
-            # and t is the argmax of the BN output, as in the authors' code.
-            h, t = F.max_pool2d(h, 2, return_indices=True)  # (B, C, H/2, W/2), t int64
-            return F.relu(h), Switches(a=a, t=t, a_t=h.detach() > 0)  # (B, C, H/2, W/2)
-        return F.relu(h), Switches(a=a, t=t)  # (B, C, H, W)
+            # and t is the argmax of the BN output, as in the authors' code. a is taken before
+            # the ReLU: h > 0 at full size, the pooled output > 0 at the winners.
+            pooled, t = F.max_pool2d(h, 2, return_indices=True)  # (B, C, H/2, W/2), t int64
+            out = F.relu(pooled)  # (B, C, H/2, W/2)
+            return out, Switches(on=h.detach(), t=t, on_t=out.detach())
+        out = F.relu(h)  # (B, C, H, W): positive exactly where h > 0
+        return out, Switches(on=out.detach(), t=None)
 
     def down(self, z: torch.Tensor, s: Switches) -> torch.Tensor:
         """Top-down rendering for one layer: un-pool with t, mask with a, tied conv transposed.
@@ -245,11 +266,11 @@ class DRMMLayer(nn.Module):
             # it keeps only each window's winner, so the a mask is applied before it, at a
             # quarter of the size (the same values). Un-pooling only moves values: it runs in
             # z's dtype (autocast would widen a bf16 map to float32 and back).
-            z = z * s.a_at_t()  # (B, C, H/2, W/2) keep the paths whose ReLU was on
+            z = keep(z, s.on_at_t())  # (B, C, H/2, W/2) the paths whose ReLU was on
             with torch.autocast(z.device.type, enabled=False):
-                z = F.max_unpool2d(z, s.t, 2, output_size=s.a.shape[-2:])  # (B, C, H, W)
+                z = F.max_unpool2d(z, s.t, 2, output_size=s.on.shape[-2:])  # (B, C, H, W)
         else:
-            z = z * s.a  # (B, C, H, W) keep the paths whose ReLU was on
+            z = keep(z, s.on)  # (B, C, H, W) the paths whose ReLU was on
         # conv_transpose2d with the same weight and padding is the adjoint of conv2d (stride 1).
         z = F.conv_transpose2d(z, self.conv.weight, padding=self.padding)  # (B, C_in, H_in, W_in)
         return z

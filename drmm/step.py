@@ -149,8 +149,8 @@ def split_bottom_up(bu: BottomUp, n: int) -> tuple[BottomUp, BottomUp]:
     def part(sl):
         return BottomUp(
             logits=bu.logits[sl],
-            switches=[Switches(s.a[sl], None if s.t is None else s.t[sl],
-                               None if s.a_t is None else s.a_t[sl]) for s in bu.switches],
+            switches=[Switches(s.on[sl], None if s.t is None else s.t[sl],
+                               None if s.on_t is None else s.on_t[sl]) for s in bu.switches],
             top_size=bu.top_size,
         )
 

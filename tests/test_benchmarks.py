@@ -282,9 +282,9 @@ def test_step_profile_times_each_part_without_its_inner_parts():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_step_profile_before_is_the_same_step_bit_for_bit(precision):
-    """The profile's "before" step (switches kept by the strong views' pass, un-pool then mask,
-    NCHW reductions) and the step now give the same loss and gradients bit for bit: the speed
-    changes move no number."""
+    """The profile's "before" step (switches as bool a, kept by the strong views' pass too,
+    un-pool then mask, NCHW reductions) and the step now give the same loss and gradients bit
+    for bit: the speed changes move no number."""
     from benchmarks.speed.step_profile import BEFORE, patched
     from drmm.config import preset
     from drmm.model import DRMM

@@ -114,20 +114,26 @@ def test_top_down_unpools_to_the_winner_and_masks_with_a():
 
 @pytest.mark.parametrize("arch", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_at_the_winners_kept_or_read_off_a_renders_the_same(arch, dtype):
-    """The bottom-up pass keeps a at t's winners; switches without it (sampled ones) read it off
-    the full a: the same mask, and the same rendering bit for bit, in both precisions."""
+def test_a_kept_as_the_bottom_up_maps_or_as_bool_renders_the_same(arch, dtype):
+    """The bottom-up pass keeps a as the maps it computed (positive where a ReLU is on) and at
+    t's winners; switches given as bool a alone (sampled ones) read the winners off a: the same
+    masks, and the same rendering and gradients bit for bit, in both precisions."""
     model, x = make(arch, batch=3)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         bu = model.bottom_up(x)
-        bare = [Switches(s.a, s.t) for s in bu.switches]  # no a_t: read off a
+        bare = [Switches(s.a, s.t) for s in bu.switches]  # bool a, no on_t: read off a
         kept, read = model.top_down(bu), model.render(model.class_template(bu.c_hat, bu.top_size),
                                                       bare)
     for s, b in zip(bu.switches, bare, strict=True):
+        assert s.on.dtype == dtype and b.on.dtype == torch.bool
         if s.t is not None:
             assert torch.equal(s.a_at_t(), b.a_at_t())
     assert kept.image.dtype == dtype
     assert torch.equal(kept.image, read.image)
+    w = model.layers[0].conv.weight
+    (g_kept,), (g_read,) = (torch.autograd.grad(td.image.float().square().sum(), w,
+                                                retain_graph=True) for td in (kept, read))
+    assert torch.equal(g_kept, g_read)
 
 
 def linear_bottom_up(model: DRMM, x: torch.Tensor, switches) -> torch.Tensor:
@@ -171,7 +177,8 @@ def test_class_template_is_the_adjoint_of_the_class_head():
 def test_switches_carry_no_gradient():
     model, x = make("conv_tiny")
     for s in model.bottom_up(x.requires_grad_()).switches:
-        assert not s.a.requires_grad
+        assert not s.on.requires_grad and not s.a.requires_grad
+        assert s.on_t is None or not s.on_t.requires_grad
         assert s.t is None or not s.t.requires_grad
 
 

@@ -39,7 +39,7 @@ from drmm.checkpoint import Checkpointer, RunState
 from drmm.config import apply_overrides, preset
 from drmm.evaluate import confusion
 from drmm.files import write_json
-from drmm.model import DRMM, DRMMLayer
+from drmm.model import DRMM, DRMMLayer, Switches
 from drmm.optim import make_optimizer
 from drmm.precision import step_autocast
 from drmm.scores import novelty_calibration
@@ -86,18 +86,32 @@ def forward_before(self, x: torch.Tensor) -> torch.Tensor:
     return self.bottom_up(x).logits  # (B, K)
 
 
+def up_before(self, x: torch.Tensor, switches: bool = True):
+    """DRMMLayer.up as it ran before: a compared to bool at the conv's output size."""
+    h = self.bn(self.conv(x))  # (B, C, H, W)
+    if not switches:
+        h = F.max_pool2d(h, 2) if self.pooled else h  # (B, C, H', W')
+        return F.relu(h), None
+    a, t = h.detach() > 0, None  # (B, C, H, W) bool
+    if self.pooled:
+        h, t = F.max_pool2d(h, 2, return_indices=True)  # (B, C, H/2, W/2)
+    return F.relu(h), Switches(on=a, t=t)
+
+
 def down_before(self, z: torch.Tensor, s) -> torch.Tensor:
-    """DRMMLayer.down as it ran before: un-pool (autocast widens it to float32), then mask."""
+    """DRMMLayer.down as it ran before: un-pool (autocast widens it to float32), then mask with
+    the bool a (a cast in the product, forward and backward)."""
     if s.t is not None:
-        z = F.max_unpool2d(z, s.t, 2, output_size=s.a.shape[-2:])  # (B, C, H, W)
-    z = z * s.a  # (B, C, H, W)
+        z = F.max_unpool2d(z, s.t, 2, output_size=s.on.shape[-2:])  # (B, C, H, W)
+    z = z * s.on  # (B, C, H, W)
     return F.conv_transpose2d(z, self.conv.weight, padding=self.padding)  # (B, C_in, H, W)
 
 
 # The step as it ran before, put in place while a "before" variant runs (the baseline of the
 # ratios): the mean pool and L_NN read channels_last maps through their NCHW views.
-BEFORE = [(DRMM, "forward", forward_before), (DRMMLayer, "down", down_before),
-          (model_module, "as_stored", lambda x: x), (losses_module, "as_stored", lambda x: x)]
+BEFORE = [(DRMM, "forward", forward_before), (DRMMLayer, "up", up_before),
+          (DRMMLayer, "down", down_before), (model_module, "as_stored", lambda x: x),
+          (losses_module, "as_stored", lambda x: x)]
 
 
 @contextlib.contextmanager

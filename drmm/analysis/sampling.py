@@ -145,6 +145,6 @@ def sample_images(model: DRMM, prior: SwitchPrior, classes: torch.Tensor,
             pt = p_t[group]  # (n, C, h, w, 4)
             k = torch.multinomial(pt.reshape(-1, 4), 1, generator=generator)  # (n*C*h*w, 1)
             t = flat_index(k.view(pt.shape[:-1]), pa.shape[-1])  # (n, C, h, w)
-        switches.append(Switches(a=a, t=t))
+        switches.append(Switches(on=a, t=t))
     z = model.class_template(classes, prior.top_size)  # (n, C_L, h, w)
     return model.render(z, switches).image  # (n, C_img, H, W)
