@@ -239,8 +239,8 @@ class DRMMLayer(nn.Module):
         self.bn = nn.BatchNorm2d(spec.out_channels, eps=bn_eps, momentum=bn_momentum)
 
     def up(self, x: torch.Tensor, switches: bool = True) -> tuple[torch.Tensor, Switches | None]:
-        """Bottom-up E-step for one layer; without `switches` (a pass nothing renders from) the
-        a and t switches are not kept: the same output, a tenth less work."""
+        """Bottom-up E-step for one layer; without `switches` (a pass nothing renders from) none
+        are kept: the same output, and no map is held for a rendering after the step."""
         h = self.bn(self.conv(x))  # (B, C, H, W) pre-ReLU
         if not switches:
             h = F.max_pool2d(h, 2) if self.pooled else h  # (B, C, H', W')
