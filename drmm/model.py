@@ -184,6 +184,13 @@ def keep(z: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward(z, on.to(z.dtype), 0)
 
 
+def held(x: torch.Tensor) -> torch.Tensor:
+    """x as a switch map (Switches.on): x itself, detached, while autograd keeps it for the
+    backward pass anyway; without autograd nothing else would hold it, so the bool x > 0 is kept
+    (a quarter of a float32 map's memory; it renders the same, bit for bit)."""
+    return x.detach() if torch.is_grad_enabled() else x > 0
+
+
 @dataclass
 class Switches:
     """Latent nuisance switches of one layer, inferred bottom-up (carry no gradient).
@@ -192,7 +199,8 @@ class Switches:
        whose positive entries are the ReLUs that are on (`on`, bool or real), the map the
        bottom-up pass computes anyway: the ReLU's output, or the BatchNorm output the max-pool
        reads. Autograd holds these maps for the backward pass already, so keeping them costs no
-       memory in training, and no comparison is made unless `a` is read.
+       memory in training, and no comparison is made unless `a` is read; without autograd the
+       bool is kept (`held`).
     t: which position of each 2x2 window won the max-pool, as the flat index into the conv's
        H x W map that torch.max_pool2d returns (None when the layer has no pool). Ties go to
        the first maximum in row-major order (top-left, top-right, bottom-left, bottom-right).
@@ -251,9 +259,9 @@ class DRMMLayer(nn.Module):
             # the ReLU: h > 0 at full size, the pooled output > 0 at the winners.
             pooled, t = F.max_pool2d(h, 2, return_indices=True)  # (B, C, H/2, W/2), t int64
             out = F.relu(pooled)  # (B, C, H/2, W/2)
-            return out, Switches(on=h.detach(), t=t, on_t=out.detach())
+            return out, Switches(on=held(h), t=t, on_t=held(out))
         out = F.relu(h)  # (B, C, H, W): positive exactly where h > 0
-        return out, Switches(on=out.detach(), t=None)
+        return out, Switches(on=held(out), t=None)
 
     def down(self, z: torch.Tensor, s: Switches) -> torch.Tensor:
         """Top-down rendering for one layer: un-pool with t, mask with a, tied conv transposed.

@@ -174,6 +174,21 @@ def test_class_template_is_the_adjoint_of_the_class_head():
     assert torch.allclose(grad, model.class_template(c, bu.top_size))
 
 
+@pytest.mark.parametrize("arch", sorted(VARIANTS))
+def test_without_autograd_the_switches_are_bool_and_render_the_same(arch):
+    """Without autograd nothing else holds the bottom-up maps, so the switches keep bool a (less
+    memory): the same rendering bit for bit as with the maps."""
+    model, x = make(arch, batch=3)
+    with torch.no_grad():
+        bu_bool = model.bottom_up(x)
+        image_bool = model.top_down(bu_bool).image  # (B, C, H, W)
+    bu_maps = model.bottom_up(x)
+    for s, b in zip(bu_maps.switches, bu_bool.switches, strict=True):
+        assert s.on.dtype != torch.bool and b.on.dtype == torch.bool
+        assert torch.equal(s.a, b.a)
+    assert torch.equal(model.top_down(bu_maps).image.detach(), image_bool)
+
+
 def test_switches_carry_no_gradient():
     model, x = make("conv_tiny")
     for s in model.bottom_up(x.requires_grad_()).switches:
