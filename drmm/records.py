@@ -21,12 +21,13 @@ RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "config.json", "labele
 def epoch_record(epoch: int, means: dict[str, float], skipped: int, counts, lr: float,
                  seconds: float, wall0: float, images: int) -> dict:
     """The epoch's record: test error, mean loss terms, learning rate, speed. counts: the (K, K)
-    confusion counts of the epoch's evaluation on the test set (None: no test set); images: the
-    training images its steps passed (drmm.step.epoch_images)."""
+    confusion counts of the epoch's evaluation on the test set (None: none this epoch); images:
+    the training images its steps passed (drmm.step.epoch_images)."""
     seconds = max(seconds, 1e-9)  # the epoch's training time, over every process that ran it
     return {
         "epoch": epoch + 1,
-        "test_error": error_rate(counts) if counts is not None else None,  # None: no test set
+        # None: no test set, or an epoch between evaluations (train.eval_every)
+        "test_error": error_rate(counts) if counts is not None else None,
         # (true class, predicted class, test images): the largest mix-up, e.g. a lost mode
         "worst_confusion": list(worst_confusion(counts)) if counts is not None else None,
         **{f"train_{k}": v for k, v in means.items()},
@@ -96,9 +97,13 @@ def write_metrics(out: Path, metrics: dict) -> None:
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
 
 
-def epoch_line(record: dict, means: dict[str, float], class_names: list[str]) -> str:
-    """The epoch's line on the terminal."""
-    return (f"epoch {record['epoch']}: {describe_error(record['test_error'])}"
+def epoch_line(record: dict, means: dict[str, float], class_names: list[str],
+               unevaluated: str | None = None) -> str:
+    """The epoch's line on the terminal. unevaluated: what it says of a test set this epoch did
+    not evaluate (None: there is no test set)."""
+    error = (unevaluated if record["test_error"] is None and unevaluated
+             else describe_error(record["test_error"]))
+    return (f"epoch {record['epoch']}: {error}"
             f"{describe_confusion(record['worst_confusion'], class_names)}"
             f"  {fmt(means)}  ({record['images_per_s']:.0f} img/s)")
 

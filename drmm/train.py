@@ -44,7 +44,7 @@ from drmm.checkpoint import (
     position,
     restore_run,
 )
-from drmm.config import Config, validate
+from drmm.config import Config, TrainConfig, validate
 from drmm.data import Dataset, Images, check_dataset, choose_labeled, load_dataset, read_indices
 from drmm.data.split import warn_unlabeled_classes
 from drmm.errors import DRMMError, require_device
@@ -296,17 +296,21 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     run, t, d = tr.run, tr.cfg.train, tr.data
     seconds = time.perf_counter() - started  # the epoch's training, its evaluation aside
     last = epoch + 1 == t.epochs
-    # The epochs before the last are evaluated in the step's precision (bf16: 2.8x faster on an
-    # AMX CPU, results/precision.md); the last, the run's result, in float32, as `drmm eval` and
+    # Every eval_every-th epoch and the last are evaluated (on a large test set the evaluation
+    # is a few % of the run; it changes no training number). The epochs before the last are
+    # evaluated in the step's precision (bf16: 2.8x faster on an AMX CPU,
+    # results/precision.md); the last, the run's result, in float32, as `drmm eval` and
     # `drmm predict` evaluate the checkpoint.
+    evaluated = d.has_test and (last or (epoch + 1) % t.eval_every == 0)
     with step_autocast("fp32" if last else tr.precision[0], tr.dist.device):
         counts = (confusion(tr.model, d.x_test, d.y_test, t.eval_batch_size)  # (K, K)
-                  if d.has_test else None)
+                  if evaluated else None)
     record = epoch_record(epoch, run.means(), run.epoch_skipped, counts,
                           tr.opt.param_groups[0]["lr"], seconds, tr.wall0,
                           epoch_images(tr.cfg, epoch, tr.steps_per_epoch, tr.dist.world))
     record["precision"] = tr.precision[0]  # a resumed run may change it
-    tr.bar.write(epoch_line(record, run.means(), d.class_names))
+    unevaluated = f"next evaluation at epoch {next_evaluation(epoch, t)}" if d.has_test else None
+    tr.bar.write(epoch_line(record, run.means(), d.class_names, unevaluated))
     run.finish_epoch(record, tr.gen.get_state())
     calibrate = last and tr.dist.is_main  # rank 0 alone writes the checkpoint
     tr.ckpt.save(run, novelty_calibration(tr.model, tr.cfg, d.x_train, t.eval_batch_size)
@@ -316,6 +320,11 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     if tr.writer is not None:  # the confusion matrix and renderings, within their time share
         tr.writer.epoch_figures(record, counts, tr.model, d.x_test if d.has_test else d.x_train,
                                 d.class_names, last)
+
+
+def next_evaluation(epoch: int, t: TrainConfig) -> int:
+    """The first epoch (1-based) after `epoch` (0-based) that is evaluated on the test set."""
+    return min(((epoch + 1) // t.eval_every + 1) * t.eval_every, t.epochs)
 
 
 def finish(tr: Trainer) -> dict:

@@ -154,3 +154,25 @@ def test_bf16_autocast_trains_with_finite_losses(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r[f"train_{k}"]) for r in records for k in ("loss", "ce", "rc", "kl"))
     assert 0.0 <= metrics["test_error_percent"] <= 100.0
+
+
+def test_evaluating_every_k_epochs_changes_no_training_number(tmp_path, capsys):
+    """eval_every = 2 over 3 epochs evaluates epochs 2 and 3 (the last always), says when the
+    next evaluation comes, and trains exactly as evaluating every epoch does."""
+    every = train(tiny_config(epochs=3), tmp_path / "every", data=fabricated(), progress=False)
+    sparse = train(tiny_config(epochs=3, eval_every=2), tmp_path / "sparse", data=fabricated(),
+                   progress=False)
+    assert "epoch 1: next evaluation at epoch 2" in capsys.readouterr().out
+    curve, full = sparse["test_error_percent_by_epoch"], every["test_error_percent_by_epoch"]
+    assert curve[0] is None and curve[1:] == full[1:]
+    assert sparse["test_error_percent"] == every["test_error_percent"]
+
+    def training(run):  # every record's loss terms, lr and skipped batches
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k.startswith("train_")
+                 or k in ("lr", "skipped_batches")} for line in lines]
+
+    assert training("sparse") == training("every")
+    sa = torch.load(tmp_path / "every" / "checkpoint.pt", weights_only=True)["model"]
+    sb = torch.load(tmp_path / "sparse" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

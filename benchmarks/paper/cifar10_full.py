@@ -45,7 +45,8 @@ def train(out: Path, seed: int, epochs: int | None, supervised: bool, args) -> d
             "hours": round(metrics["wall_seconds"] / 3600, 2),
             "images_per_s": round(statistics.median(r["images_per_s"] for r in history), 1),
             "largest_mix_up": f"{worst['count']} {worst['true']}s called {worst['predicted']}",
-            "test_error_curve_pct": [round(e, 2) for e in metrics["test_error_percent_by_epoch"]]}
+            "test_error_curve_pct": [None if e is None else round(e, 2)
+                                     for e in metrics["test_error_percent_by_epoch"]]}
 
 
 def main(args) -> dict:
