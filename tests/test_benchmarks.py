@@ -47,7 +47,8 @@ def test_table_cost_prices_the_paper_schedule(tmp_path):
 def test_plot_curves_against_epochs_and_minutes(tmp_path):
     for name in ("a", "b"):  # run folders: each line is named after its folder
         (tmp_path / name).mkdir()
-        rows = [{"epoch": e, "test_error": 0.1 / e, "wall_seconds": 60.0 * e} for e in (1, 2)]
+        rows = [{"epoch": e, "test_error": None if e == 2 else 0.1 / e,  # eval_every 2
+                 "wall_seconds": 60.0 * e} for e in (1, 2, 3)]
         (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
     for x in ("epoch", "minutes"):
         out = tmp_path / f"{x}.png"
