@@ -34,8 +34,8 @@ class Board(SummaryWriter):
                       last: bool) -> bool:
         """Draw the epoch's pictures if the time share allows (or it is the last epoch);
         returns whether they were drawn. counts: the (K, K) confusion counts of the epoch's
-        evaluation (None: no test set, no matrix); shown: the images (test images where there are
-        any) whose first RENDERED are drawn above their renderings."""
+        evaluation (None: none this epoch, no matrix); shown: the images (test images where
+        there are any) whose first RENDERED are drawn above their renderings."""
         if not last and self.figure_seconds > FIGURE_SHARE * record["wall_seconds"]:
             return False
         started = time.perf_counter()

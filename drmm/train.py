@@ -301,7 +301,7 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
     # evaluated in the step's precision (bf16: 2.8x faster on an AMX CPU,
     # results/precision.md); the last, the run's result, in float32, as `drmm eval` and
     # `drmm predict` evaluate the checkpoint.
-    evaluated = d.has_test and (last or (epoch + 1) % t.eval_every == 0)
+    evaluated = d.has_test and evaluates(epoch, t)
     with step_autocast("fp32" if last else tr.precision[0], tr.dist.device):
         counts = (confusion(tr.model, d.x_test, d.y_test, t.eval_batch_size)  # (K, K)
                   if evaluated else None)
@@ -309,7 +309,8 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
                           tr.opt.param_groups[0]["lr"], seconds, tr.wall0,
                           epoch_images(tr.cfg, epoch, tr.steps_per_epoch, tr.dist.world))
     record["precision"] = tr.precision[0]  # a resumed run may change it
-    unevaluated = f"next evaluation at epoch {next_evaluation(epoch, t)}" if d.has_test else None
+    unevaluated = (f"next evaluation at epoch {next_evaluation(epoch, t)}"
+                   if d.has_test and not evaluated else None)
     tr.bar.write(epoch_line(record, run.means(), d.class_names, unevaluated))
     run.finish_epoch(record, tr.gen.get_state())
     calibrate = last and tr.dist.is_main  # rank 0 alone writes the checkpoint
@@ -322,9 +323,15 @@ def end_epoch(tr: Trainer, epoch: int, started: float) -> None:
                                 d.class_names, last)
 
 
+def evaluates(epoch: int, t: TrainConfig) -> bool:
+    """Whether epoch `epoch` (0-based) ends with an evaluation on the test set: every
+    eval_every-th epoch and the last."""
+    return epoch + 1 == t.epochs or (epoch + 1) % t.eval_every == 0
+
+
 def next_evaluation(epoch: int, t: TrainConfig) -> int:
-    """The first epoch (1-based) after `epoch` (0-based) that is evaluated on the test set."""
-    return min(((epoch + 1) // t.eval_every + 1) * t.eval_every, t.epochs)
+    """The first epoch (1-based) after `epoch` (0-based, not the last) that `evaluates`."""
+    return next(e + 1 for e in range(epoch + 1, t.epochs) if evaluates(e, t))
 
 
 def finish(tr: Trainer) -> dict:

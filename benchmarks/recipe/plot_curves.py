@@ -58,7 +58,7 @@ def main(argv=None) -> None:
         style = ":" if "supervised" in name else styles.setdefault(
             variant, ["-", "--", "-.", (0, (5, 1, 1, 1))][len(styles) % 4])
         colour = f"C{int(seed.group(1)) if seed else 0}" if by_seed else f"C{i}"
-        evaluated = [r for r in rows if r["test_error"] is not None]  # eval_every > 1: some
+        evaluated = [r for r in rows if r["test_error"] is not None]  # none between evaluations
         x = [r["epoch"] if a.x == "epoch" else r["wall_seconds"] / 60 for r in evaluated]
         ax.plot(x, [100 * r["test_error"] for r in evaluated], linestyle=style, color=colour,
                 marker="." if a.x == "minutes" else None, label=name)
